@@ -1,0 +1,1 @@
+"""Pydantic models of every message we accept and every proxy response we read."""

@@ -1,0 +1,88 @@
+"""The messages producers enqueue: one JSON object per event, passed as the task's `event` kwarg."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+UserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:\-]+$")
+]
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+Provider = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9_\-]+$")]
+
+
+def _upper_currency(value: str) -> str:
+    if len(value) != 3 or not value.isascii() or not value.isalpha():
+        raise ValueError("must be a 3-letter ISO 4217 code such as USD")
+    return value.upper()
+
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_upper_currency)]
+
+
+class Event(BaseModel):
+    # Unknown fields are an error, not silently ignored: a typo in a producer must be seen.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        # PostgreSQL text cannot hold NUL; refuse it here, naming the field, rather than fail
+        # inside the ledger write. (Lone surrogates are already refused by pydantic's str.)
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("contains a NUL character")
+        return value
+
+
+class SignupEvent(Event):
+    user_id: UserId
+    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    occurred_at: AwareDatetime
+
+
+class PaymentEvent(Event):
+    provider: Provider = "paystack"
+    reference: Reference
+    user_id: UserId
+    amount_minor: int = Field(gt=0, lt=10**15)
+    currency: Currency
+    paid_at: AwareDatetime
+    plan: Annotated[str, StringConstraints(max_length=64)] | None = None
+    signature: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+class RefundEvent(Event):
+    provider: Provider = "paystack"
+    refund_reference: Reference
+    payment_reference: Reference
+    user_id: UserId
+    amount_minor: int = Field(gt=0, lt=10**15)
+    currency: Currency
+    refunded_at: AwareDatetime
+    signature: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+EVENT_MODELS: dict[str, type[Event]] = {
+    "signup": SignupEvent,
+    "payment": PaymentEvent,
+    "refund": RefundEvent,
+}
+
+
+def describe(exc: Exception) -> str:
+    """One line naming each bad field and what is wrong with it."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors():
+        field = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def timestamp(value: datetime) -> str:
+    return value.isoformat()

@@ -1,0 +1,88 @@
+"""What we read back from the LiteLLM proxy's admin API. Extra fields are ignored: the proxy adds them freely."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ProxyModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def _exact(value: object) -> object:
+    # The proxy speaks JSON floats; str() gives the shortest repr, so 0.1 stays 0.1 exactly.
+    if isinstance(value, float):
+        return Decimal(str(value))
+    return value
+
+
+class KeyInfo(ProxyModel):
+    key_alias: str | None = None
+    user_id: str | None = None
+    spend: Decimal = Decimal(0)
+    max_budget: Decimal | None = None
+    budget_duration: str | None = None
+    blocked: bool | None = None
+    status: str | None = None
+
+    _exact_money = field_validator("spend", "max_budget", mode="before")(_exact)
+
+
+class KeyInfoResponse(ProxyModel):
+    key: str
+    info: KeyInfo
+
+
+class GeneratedKey(ProxyModel):
+    key: str
+    key_alias: str | None = None
+    token_id: str | None = None
+    max_budget: Decimal | None = None
+
+    _exact_money = field_validator("max_budget", mode="before")(_exact)
+
+
+class SpendLogRow(ProxyModel):
+    request_id: str
+    api_key: str = ""
+    spend: Decimal = Decimal(0)
+    status: str | None = None
+    model: str | None = None
+    model_group: str | None = None
+    user: str | None = None
+    startTime: datetime
+    endTime: datetime | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    _exact_money = field_validator("spend", mode="before")(_exact)
+
+    @field_validator("prompt_tokens", "completion_tokens", "total_tokens", "spend", mode="before")
+    @classmethod
+    def _null_is_zero(cls, value: object) -> object:
+        return 0 if value is None else value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_key(cls, value: object) -> object:
+        # Rows of unauthenticated or failed-auth calls can carry a null key: stored, never ours.
+        return "" if value is None else value
+
+    @field_validator("startTime", "endTime")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # The proxy files rows in UTC; a timestamp without an offset still means UTC.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class SpendLogPage(ProxyModel):
+    data: list[SpendLogRow] = Field(default_factory=list)
+    total: int = 0
+    page: int = 1
+    page_size: int = 0
+    total_pages: int = 0
+    total_is_capped: bool = False

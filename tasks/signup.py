@@ -1,0 +1,20 @@
+"""`events.signup` on queue `signups`: an account, its starting grant, then its key on the proxy."""
+
+from typing import Any
+
+from schemas.events import SignupEvent
+from worker.accounts import sync_key
+from worker.db import session_scope
+from worker.logs import add_context
+from worker.payments import apply_signup
+from worker.task_base import event_task
+
+
+@event_task("events.signup")
+def signup(event: dict[str, Any]) -> None:
+    parsed = SignupEvent.model_validate(event)
+    add_context(user_id=parsed.user_id, idempotency_key=f"signup:{parsed.user_id}")
+    with session_scope() as session:
+        apply_signup(session, parsed)
+    # Only after the commit: the key's budget comes from what the ledger now holds.
+    sync_key(parsed.user_id)

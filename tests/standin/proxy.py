@@ -1,0 +1,243 @@
+"""An in-process HTTP stand-in for the LiteLLM proxy, keeping the real proxy's rules.
+
+Rules kept (see ../shared/litellm-api.md): keys stored as sha256 tokens, unique aliases (400),
+custom keys must start with sk-, absolute max_budget, the budget check before a call (the call
+that crosses still succeeds, the next gets 422), spend logs paged by offset newest first with
+inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10,000.
+Faults for tests: `mode` = "ok" | "error" (HTTP 500) | "hang" (sleeps past client timeouts),
+`fail_after` = N (serve N more requests, then switch to mode "error"),
+and `stop()`/`start()` to refuse connections on the same port.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+COUNT_CAP = 10_000
+
+
+def token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest() if key.startswith("sk-") else key
+
+
+def stamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class StandInProxy:
+    def __init__(self, master_key: str = "sk-master-test", port: int = 0, hang_s: float = 30.0):
+        self.master_key = master_key
+        self.port = port
+        self.hang_s = hang_s
+        self.mode = "ok"
+        self.fail_after: int | None = None
+        self.keys: dict[str, dict[str, Any]] = {}
+        self.aliases: dict[str, str] = {}
+        self.logs: list[tuple[float, str, dict[str, Any]]] = []  # sorted by (startTime, request_id)
+        self.requests: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> StandInProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # http.server writes the headers and the body separately; with Nagle on, every
+            # keep-alive response waited about 40 ms for the client's delayed ACK.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                proxy._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                proxy._handle(self, "POST")
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def reset(self) -> None:
+        with self.lock:
+            self.mode = "ok"
+            self.fail_after = None
+            self.keys.clear()
+            self.aliases.clear()
+            self.logs.clear()
+            self.requests.clear()
+
+    # -- test helpers ----------------------------------------------------------------------
+    def key_by_alias(self, alias: str) -> dict[str, Any] | None:
+        tok = self.aliases.get(alias)
+        return self.keys.get(tok) if tok else None
+
+    def add_spend(self, api_key: str, spend: float, start: datetime, **extra: Any) -> dict[str, Any]:
+        """Write one spend-log row as the proxy's batch writer would (also adds to the key's spend)."""
+        row = {
+            "request_id": extra.pop("request_id", None) or f"chatcmpl-{uuid.uuid4()}",
+            "api_key": token(api_key), "spend": spend, "status": "success" if spend else "failure",
+            "model": "fake-gpt", "model_group": "fake-gpt", "user": "", "end_user": "",
+            "team_id": None, "call_type": "acompletion",
+            "startTime": stamp(start), "endTime": stamp(start + timedelta(milliseconds=350)),
+            "prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42,
+            "metadata": {"user_api_key_alias": None, "status": "success"}, "request_tags": [],
+            **extra,
+        }
+        with self.lock:
+            bisect.insort(self.logs, (start.timestamp(), row["request_id"], row))
+            key = self.keys.get(row["api_key"])
+            if key is not None:
+                key["spend"] += spend
+        return row
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlparse(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        with self.lock:
+            self.requests[url.path] = self.requests.get(url.path, 0) + 1
+            if self.fail_after is not None:
+                if self.fail_after <= 0:
+                    self.mode, self.fail_after = "error", None
+                else:
+                    self.fail_after -= 1
+        if self.mode == "hang":
+            time.sleep(self.hang_s)
+        if self.mode == "error":
+            return self._send(handler, 500, {"error": {"message": "internal error (injected)"}})
+        auth = handler.headers.get("Authorization", "")
+        bearer = auth.removeprefix("Bearer ").strip()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return self._send(handler, 400, {"error": {"message": "invalid JSON"}})
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path in ("/chat/completions", "/v1/chat/completions"):
+            return self._send(handler, *self._completion(bearer, body))
+        if url.path.startswith("/health"):
+            return self._send(handler, 200, {"status": "healthy", "db": "connected"})
+        if bearer != self.master_key:
+            return self._send(handler, 401, {"error": {"message": "Authentication Error", "type": "auth_error"}})
+        routes = {
+            ("POST", "/key/generate"): lambda: self._generate(body),
+            ("GET", "/key/info"): lambda: self._info(query),
+            ("POST", "/key/update"): lambda: self._update(body),
+            ("GET", "/key/list"): lambda: self._list(query),
+            ("GET", "/spend/logs/v2"): lambda: self._spend_logs(query),
+            ("GET", "/spend/logs/ui"): lambda: self._spend_logs(query),
+        }
+        route = routes.get((method, url.path))
+        if route is None:
+            return self._send(handler, 404, {"detail": "Not Found"})
+        with self.lock:
+            status, payload = route()
+        self._send(handler, status, payload)
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _generate(self, body: dict[str, Any]) -> tuple[int, Any]:
+        key = body.get("key") or f"sk-{uuid.uuid4().hex}"
+        if not str(key).startswith("sk-"):
+            return 400, {"error": {"message": "Invalid key format. LiteLLM Virtual Key must start with 'sk-'."}}
+        alias = body.get("key_alias")
+        if alias and alias in self.aliases:
+            return 400, {"error": {"message": f"Key with alias '{alias}' already exists."}}
+        tok = token(key)
+        if tok in self.keys:
+            return 200, {"key": key, "token_id": tok, "key_alias": alias}
+        self.keys[tok] = {
+            "token": tok, "key_alias": alias, "user_id": body.get("user_id"),
+            "max_budget": body.get("max_budget"), "spend": 0.0, "metadata": body.get("metadata") or {},
+            "budget_duration": body.get("budget_duration"), "blocked": None,
+        }
+        if alias:
+            self.aliases[alias] = tok
+        return 200, {"key": key, "token_id": tok, "key_alias": alias,
+                     "max_budget": body.get("max_budget"), "spend": 0.0}
+
+    def _info(self, query: dict[str, str]) -> tuple[int, Any]:
+        key = self.keys.get(token(query.get("key", "")))
+        if key is None:
+            return 404, {"detail": {"error": "Key not found"}}
+        return 200, {"key": key["token"], "info": dict(key)}
+
+    def _update(self, body: dict[str, Any]) -> tuple[int, Any]:
+        key = self.keys.get(token(str(body.get("key", ""))))
+        if key is None:
+            return 404, {"detail": {"error": "Key not found"}}
+        for field in ("max_budget", "blocked", "metadata"):
+            if field in body:
+                key[field] = body[field]
+        return 200, dict(key)
+
+    def _list(self, query: dict[str, str]) -> tuple[int, Any]:
+        alias = query.get("key_alias")
+        found = [dict(k) for k in self.keys.values() if not alias or k["key_alias"] == alias]
+        return 200, {"keys": found, "total_count": len(found), "current_page": 1, "total_pages": 1}
+
+    def _completion(self, bearer: str, body: dict[str, Any]) -> tuple[int, Any]:
+        with self.lock:
+            key = self.keys.get(token(bearer))
+            if key is None:
+                return 401, {"error": {"message": "Authentication Error, invalid key", "type": "auth_error"}}
+            budget = key["max_budget"]
+            if budget is not None and key["spend"] >= budget:
+                return 422, {"error": {"type": "budget_exceeded", "message":
+                             f"Budget has been exceeded! Current cost: {key['spend']}, Max budget: {budget}"}}
+        self.add_spend(bearer, 0.05, datetime.now(UTC))
+        return 200, {"id": f"chatcmpl-{uuid.uuid4()}", "object": "chat.completion",
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+
+    def _spend_logs(self, query: dict[str, str]) -> tuple[int, Any]:
+        try:
+            start = datetime.strptime(query["start_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            end = datetime.strptime(query["end_date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            page, size = int(query.get("page", 1)), int(query.get("page_size", 50))
+        except (KeyError, ValueError):
+            return 422, {"detail": "start_date and end_date (YYYY-MM-DD HH:MM:SS) are required"}
+        if size > 1000 or size < 1 or page < 1:
+            return 422, {"detail": "page_size must be between 1 and 1000"}
+        lo = bisect.bisect_left(self.logs, (start.timestamp(),))
+        hi = bisect.bisect_right(self.logs, (end.timestamp(), "\U0010ffff"))
+        total = hi - lo
+        offset = (page - 1) * size
+        # Newest first: the page is cut from the top end of [lo, hi).
+        top = hi - offset
+        rows = [r for _, _, r in reversed(self.logs[max(lo, top - size):max(lo, top)])]
+        capped = min(total, COUNT_CAP)
+        return 200, {"data": rows, "total": capped, "page": page, "page_size": size,
+                     "total_pages": -(-capped // size), "total_is_capped": total > COUNT_CAP}

@@ -1,0 +1,176 @@
+"""Reconcile: drift between the ledger and the proxy is reported, and repaired with fix."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from typer.testing import CliRunner
+
+from tasks.payment import payment
+from tasks.reconcile import RECONCILE_LOCK_ID, reconcile_task
+from tasks.signup import signup
+from tests.fixtures import wait_for
+from worker import ledger
+from worker.accounts import ensure_account
+from worker.app import ROUTES, app
+from worker.cli.main import app as cli
+from worker.db import session_scope, try_advisory_xact_lock
+from worker.models import Account
+from worker.reconcile import Drift, reconcile
+
+NOW = "2026-11-20T10:00:00Z"
+
+
+def signup_user(user_id: str) -> str:
+    signup.apply(kwargs={"event": {"user_id": user_id, "occurred_at": NOW}})
+    with session_scope() as session:
+        return session.get(Account, user_id).key_hash
+
+
+def pay(user_id: str, reference: str) -> None:
+    payment.apply(kwargs={"event": {"reference": reference, "user_id": user_id, "amount_minor": 500,
+                                    "currency": "USD", "paid_at": NOW}})
+
+
+def drifted_pair(proxy) -> str:
+    """ann (2) and bob (12), with bob's key knocked back to 2 by hand on the proxy."""
+    signup_user("ann")
+    bob = signup_user("bob")
+    pay("bob", "pay-1")
+    proxy.keys[bob]["max_budget"] = 2
+    return bob
+
+
+def test_drift_is_only_reported_without_fix(proxy):
+    bob = drifted_pair(proxy)
+    report = reconcile()
+    assert report.checked == 2 and report.fixed == 0
+    assert report.drifted == [Drift("bob", Decimal(2), Decimal(12))]
+    assert proxy.keys[bob]["max_budget"] == 2 and not report.errors and not report.spend_mismatches
+
+
+def test_drift_is_repaired_with_fix(proxy):
+    bob = drifted_pair(proxy)
+    report = reconcile(fix=True)
+    assert report.drifted == [Drift("bob", Decimal(2), Decimal(12))] and report.fixed == 1
+    assert proxy.keys[bob]["max_budget"] == 12
+    with session_scope() as session:
+        account = session.get(Account, "bob")
+        assert account.budget_pushed_usd == 12 and account.push_error is None
+    again = reconcile(fix=True)
+    assert again.checked == 2 and not again.drifted and again.fixed == 0
+
+
+def test_unlimited_key_and_tiny_float_noise(proxy):
+    ann, bob = signup_user("ann"), signup_user("bob")
+    proxy.keys[ann]["max_budget"] = None
+    proxy.keys[bob]["max_budget"] = 2.0000000001  # within the tolerance
+    assert reconcile().drifted == [Drift("ann", None, Decimal(2))]
+
+
+def test_spend_differences_are_reported(proxy):
+    ann, bob = signup_user("ann"), signup_user("bob")
+    proxy.add_spend(ann, 0.05, datetime.now(UTC))
+    proxy.add_spend(bob, 0.1, datetime.now(UTC))
+    with session_scope() as session:
+        ledger.record(session, user_id="bob", kind="usage", idempotency_key="usage:r1", spent=Decimal("0.1"),
+                      occurred_at=datetime.now(UTC))
+    report = reconcile(fix=True)
+    assert report.spend_mismatches == [Drift("ann", Decimal("0.05"), Decimal(0))]
+    assert not report.drifted and report.fixed == 0
+
+
+def test_pending_account_is_reported_then_provisioned_by_fix(proxy):
+    with session_scope() as session:
+        ensure_account(session, "carl")
+    report = reconcile()
+    assert report.pending == ["carl"] and report.fixed == 0 and not proxy.keys
+    report = reconcile(fix=True)
+    assert report.pending == ["carl"] and report.fixed == 1
+    (key,) = proxy.keys.values()
+    assert key["key_alias"] == "test-carl" and key["max_budget"] == 0
+    assert reconcile().pending == []
+
+
+def test_pages_through_accounts_with_one_key_info_each(proxy):
+    users = [f"user-{n}" for n in range(7)]
+    for user in users:
+        signup_user(user)
+    proxy.requests.clear()
+    report = reconcile(batch=3)
+    assert report.checked == 7 and not report.drifted
+    assert proxy.requests == {"/key/info": 7}
+
+
+def test_missing_key_is_an_error_and_the_rest_still_checked(proxy):
+    ann = signup_user("ann")
+    signup_user("bob")
+    del proxy.keys[ann]
+    report = reconcile(fix=True)
+    assert report.checked == 2 and len(report.errors) == 1 and report.errors[0].startswith("ann: /key/info")
+
+
+def test_failing_proxy_stops_the_run_after_a_few_accounts(proxy):
+    for n in range(8):
+        signup_user(f"user-{n}")
+    proxy.mode = "error"
+    report = reconcile(fix=True)
+    assert report.checked == 5 and report.fixed == 0
+    assert len(report.errors) == 6 and report.errors[-1].startswith("stopped after 5 proxy failures")
+
+
+def test_beat_task_fixes_and_skips_while_another_run_holds_the_lock(proxy):
+    assert reconcile_task.name == "ops.reconcile" and ROUTES["ops.reconcile"] == "spend"
+    bob = drifted_pair(proxy)
+    with session_scope() as session:
+        assert try_advisory_xact_lock(session, RECONCILE_LOCK_ID)
+        reconcile_task.apply()
+        assert proxy.keys[bob]["max_budget"] == 2
+    reconcile_task.apply()
+    assert proxy.keys[bob]["max_budget"] == 12
+
+
+def test_beat_task_runs_on_a_real_worker(workers, proxy):
+    bob = drifted_pair(proxy)
+    workers.start(queues="spend")
+    app.send_task("ops.reconcile")
+    wait_for(lambda: proxy.keys[bob]["max_budget"] == 12, 30, "the reconcile task's fix")
+
+
+def test_cli_json_reports_and_fixes(proxy):
+    bob = drifted_pair(proxy)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["reconcile", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checked"] == 2 and report["fixed"] == 0
+    assert report["drifted"] == [{"user_id": "bob", "proxy": "2", "ledger": "12.0000000000"}]
+    assert proxy.keys[bob]["max_budget"] == 2
+    result = runner.invoke(cli, ["reconcile", "--fix", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["fixed"] == 1
+    assert proxy.keys[bob]["max_budget"] == 12
+
+
+def test_cli_table(proxy):
+    drifted_pair(proxy)
+    result = CliRunner().invoke(cli, ["reconcile"])
+    assert result.exit_code == 0, result.output
+    assert "max_budget drift" in result.output and "bob" in result.output
+
+
+def test_spend_not_yet_synced_is_explained_by_the_settle_window(proxy):
+    """Rows after the sync cursor are the settle window at work, not a mismatch; a gap before it is."""
+    from datetime import timedelta
+
+    from worker import spend_sync
+
+    ann, bob = signup_user("ann"), signup_user("bob")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    proxy.add_spend(ann, 0.25, start + timedelta(minutes=10))
+    spend_sync.sync(now=start + timedelta(minutes=30), start=start)
+    proxy.add_spend(ann, 0.5, datetime.now(UTC))  # after the cursor: not synced yet
+    proxy.keys[bob]["spend"] = 0.3  # spend the proxy counts with no row behind it
+    report = reconcile()
+    assert report.spend_mismatches == [Drift("bob", Decimal("0.3"), Decimal(0))]

@@ -1,0 +1,102 @@
+"""Signups: one account, one grant, one key on the proxy, whatever happens to the message."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.events import SignupEvent
+from tasks.signup import signup
+from tests.fixtures import wait_for
+from worker import keys, ledger
+from worker.db import session_scope
+from worker.models import DeadLetter, LedgerEntry
+from worker.producer import publish_signup
+
+EVENT = {"user_id": "alice@example.com", "email": "alice@example.com", "occurred_at": "2026-11-20T10:00:00Z"}
+
+
+def balance(user_id: str) -> ledger.Balance | None:
+    with session_scope() as session:
+        return ledger.balance(session, user_id)
+
+
+def test_signup_provisions_key_with_starting_budget(proxy):
+    signup.apply(kwargs={"event": EVENT})
+    key = proxy.key_by_alias("test-alice@example.com")
+    assert key is not None and key["max_budget"] == 2.0 and key["budget_duration"] is None
+    b = balance("alice@example.com")
+    assert b.credited_usd == Decimal(2) and b.key_status == "active" and b.budget_pushed_usd == Decimal(2)
+
+
+def test_duplicate_signup_sequential_and_concurrent_gives_one_key_and_grant(proxy):
+    signup.apply(kwargs={"event": EVENT})
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: signup.apply(kwargs={"event": EVENT}), range(4)))
+    assert len(proxy.keys) == 1
+    with session_scope() as session:
+        assert session.query(LedgerEntry).count() == 1
+    assert balance("alice@example.com").credited_usd == Decimal(2)
+
+
+def test_stored_key_is_encrypted_and_matches_proxy_token(proxy):
+    signup.apply(kwargs={"event": EVENT})
+    with session_scope() as session:
+        from worker.models import Account
+
+        account = session.get(Account, "alice@example.com")
+        plaintext = keys.decrypt(account.key_encrypted)
+    assert plaintext.startswith("sk-") and plaintext not in account.key_encrypted
+    assert keys.key_hash(plaintext) == account.key_hash and account.key_hash in proxy.keys
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({**EVENT, "user_id": "bad user!"}, "user_id"),
+        ({**EVENT, "occurred_at": "2026-11-20T10:00:00"}, "occurred_at"),
+        ({"email": "x@y.z", "occurred_at": "2026-11-20T10:00:00Z"}, "user_id"),
+        ({**EVENT, "user_id": "x" * 129}, "user_id"),
+    ],
+)
+def test_malformed_signup_is_dead_lettered_naming_the_field(proxy, event, field):
+    signup.apply(kwargs={"event": event})
+    with session_scope() as session:
+        letters = session.query(DeadLetter).all()
+    assert len(letters) == 1 and letters[0].reason.startswith(field) and letters[0].task_name == "events.signup"
+    assert not proxy.keys
+
+
+def test_producer_rejects_bad_input_before_enqueueing(redis_client):
+    with pytest.raises(ValidationError) as err:
+        publish_signup({**EVENT, "user_id": ""})
+    assert "user_id" in str(err.value)
+    assert redis_client.llen("signups") == 0
+
+
+def test_retry_after_key_generated_but_not_committed_adopts_the_key(proxy):
+    """A worker that died after /key/generate and before committing: the retry must not make a second key."""
+    with session_scope() as session:
+        from worker.payments import apply_signup
+
+        apply_signup(session, SignupEvent.model_validate(EVENT))
+    from worker.models import Account
+
+    with session_scope() as session:
+        account = session.get(Account, "alice@example.com")
+        from worker import proxy as client
+
+        client.generate_key(keys.decrypt(account.key_encrypted), account.key_alias, account.user_id, Decimal(2))
+    signup.apply(kwargs={"event": EVENT})
+    assert len(proxy.keys) == 1
+    assert balance("alice@example.com").key_status == "active"
+
+
+def test_published_signup_is_applied_by_a_real_worker(workers, proxy):
+    workers.start()
+    publish_signup(EVENT)
+    wait_for(lambda: proxy.key_by_alias("test-alice@example.com"), 30, "the key on the proxy")
+    wait_for(lambda: (b := balance("alice@example.com")) and b.budget_pushed_usd == Decimal(2), 10, "push recorded")

@@ -1,0 +1,1 @@
+"""The credit worker: Celery app, settings, database, ledger and proxy client."""

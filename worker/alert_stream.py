@@ -1,0 +1,56 @@
+"""Delivery of fired balance alerts: the Redis stream `credits.alerts`, then the optional webhook.
+
+An alert fired in worker.alerts waits in its row's `pending` column until it is on the stream,
+so a Redis outage delays it instead of losing it. A crash between XADD and clearing `pending`
+sends it again under the same `alert_id`, which consumers use to drop duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import redis
+from sqlalchemy import select
+
+from worker.db import session_scope
+from worker.models import BalanceAlert
+from worker.settings import get_settings
+
+log = logging.getLogger(__name__)
+STREAM = "credits.alerts"
+STREAM_MAXLEN = 100_000  # trimmed approximately: old alerts go, the stream never grows unbounded
+WEBHOOK_TASK = "ops.alert_webhook"
+
+_client: tuple[int, redis.Redis] | None = None
+
+
+def client() -> redis.Redis:
+    global _client
+    if _client is None or _client[0] != os.getpid():  # a forked child must not share its parent's socket
+        _client = (os.getpid(), redis.Redis.from_url(get_settings().redis_url, socket_timeout=5))
+    return _client[1]
+
+
+def deliver(limit: int = 500) -> int:
+    """Put pending alerts on the stream and queue their webhook; returns how many went out.
+
+    Never raises: whatever could not be delivered stays pending for the next call."""
+    try:
+        with session_scope() as session:
+            rows = session.execute(
+                select(BalanceAlert).where(BalanceAlert.pending.is_not(None))
+                .order_by(BalanceAlert.last_fired_at).limit(limit).with_for_update(skip_locked=True)
+            ).scalars().all()
+            for row in rows:
+                client().xadd(STREAM, row.pending, maxlen=STREAM_MAXLEN, approximate=True)
+                if get_settings().alert_webhook_url:
+                    from worker.app import app
+
+                    # A task, not a POST here: its retries survive a worker restart.
+                    app.send_task(WEBHOOK_TASK, kwargs={"event": row.pending})
+                row.pending = None
+            return len(rows)
+    except Exception:  # noqa: BLE001 - undelivered alerts stay pending for the next call
+        log.warning("could not deliver balance alerts; they stay pending", exc_info=True)
+        return 0

@@ -1,0 +1,153 @@
+"""Balance alerts: one event per threshold crossing, delivered by worker.alert_stream.
+
+A threshold fires when remaining credit falls to or below it, then stays quiet until a top-up
+lifts the balance back above it. Whether to fire is decided under row locks in PostgreSQL, so
+two workers checking one account at once fire it once; firing and re-arming commit with the
+check, and delivery follows the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from worker.alert_stream import deliver
+from worker.db import session_scope
+from worker.models import BalanceAlert
+from worker.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    label: str
+    percent: Decimal | None = None
+    usd: Decimal | None = None
+
+    def level(self, credited: Decimal) -> Decimal:
+        return credited * self.percent / 100 if self.percent is not None else self.usd or Decimal(0)
+
+
+def thresholds(values: Iterable[str] | None = None) -> list[Threshold]:
+    """ALERT_THRESHOLDS entries: '20%' of the credited total, or an amount in USD such as '0'."""
+    parsed = []
+    for raw in get_settings().alert_thresholds if values is None else values:
+        try:
+            number = Decimal(raw.removesuffix("%"))
+        except InvalidOperation:
+            raise ValueError(f"ALERT_THRESHOLDS: {raw!r} is neither a percentage like 20% nor USD like 0") from None
+        if raw.endswith("%"):
+            if not 0 <= number <= 100:
+                raise ValueError(f"ALERT_THRESHOLDS: {raw!r} must be between 0% and 100%")
+            parsed.append(Threshold(raw, percent=number))
+        else:
+            parsed.append(Threshold(raw, usd=number))
+    return parsed
+
+
+def check_alerts(session: Session | None, user_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Fire what crossed for these users, re-arm what recovered, then deliver anything pending.
+
+    Call it once the change to the ledger has committed. A session, if given, is used and
+    committed here. Errors in the check propagate (the calling task retries, and the check is
+    safe to repeat); delivery errors are only logged: the next call delivers what is left.
+    """
+    ids = sorted(set(user_ids))
+    if session is None:
+        with session_scope() as own:
+            fired = _evaluate(own, ids)
+            waiting = bool(fired) or _any_pending(own)
+    else:
+        fired = _evaluate(session, ids)
+        waiting = bool(fired) or _any_pending(session)
+        session.commit()
+    # Most checks (every payment makes one) fire nothing and find nothing left undelivered: a
+    # look at the partial index in the same transaction spares them deliver()'s own transaction.
+    if waiting:
+        deliver()
+    return fired
+
+
+def _any_pending(session: Session) -> bool:
+    found = session.execute(text("SELECT EXISTS (SELECT 1 FROM balance_alerts WHERE pending IS NOT NULL)"))
+    return bool(found.scalar())
+
+
+def check_new_usage() -> list[dict[str, Any]]:
+    """Check every account debited since the last call; the spend sync calls it after each run.
+
+    The watermark moves in the check's own transaction, so usage from a run that died before
+    checking is checked by the next call. Usage is only written under the spend sync's lock,
+    from which this is called, so no entry below the watermark can still be uncommitted."""
+    fired: list[dict[str, Any]] = []
+    with session_scope() as session:
+        mark = session.execute(text("SELECT last_usage_id FROM balance_alerts_watermark FOR UPDATE")).scalar()
+        # Bounded above as well: a one-sided range on a table without planner statistics yet (a
+        # fresh backfill, autovacuum off) is estimated at a third of the table and read in full
+        # (85 ms at a million rows, on every run); a closed range is read through the primary key.
+        top, users = session.execute(
+            text("SELECT max(id), array_agg(DISTINCT user_id) FROM ledger_entries "
+                 "WHERE kind = 'usage' AND id > :mark AND id <= (SELECT max(id) FROM ledger_entries)"),
+            {"mark": mark or 0},
+        ).one()
+        if top is not None:
+            fired = _evaluate(session, sorted(users))
+            session.execute(
+                text("INSERT INTO balance_alerts_watermark (last_usage_id) VALUES (:top) "
+                     "ON CONFLICT (id) DO UPDATE SET last_usage_id = excluded.last_usage_id"), {"top": top}
+            )
+    deliver()  # even with no new usage: alerts left pending by a Redis outage go out on the next run
+    return fired
+
+
+def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
+    levels = {t.label: t for t in thresholds()}
+    if not ids or not levels:
+        return []
+    # Create missing rows first, so even a never-checked account has rows to lock.
+    session.execute(
+        text("INSERT INTO balance_alerts (user_id, threshold) SELECT a.user_id, t FROM accounts a "
+             "CROSS JOIN unnest(CAST(:labels AS text[])) t WHERE a.user_id = ANY(:ids) "
+             "ORDER BY 1, 2 ON CONFLICT DO NOTHING"),  # one lock order for every checker: no deadlock
+        {"labels": list(levels), "ids": ids},
+    )
+    states = session.execute(
+        select(BalanceAlert).where(BalanceAlert.user_id.in_(ids), BalanceAlert.threshold.in_(list(levels)))
+        .order_by(BalanceAlert.user_id, BalanceAlert.threshold).with_for_update()
+    ).scalars().all()
+    # Read after locking: a concurrent check that just fired has committed, and we see its balance too.
+    balances = {row.user_id: row for row in session.execute(
+        # The two figures account_balances would give, without its savings column: that one walks
+        # every grant of the account, and a check per payment made busy accounts ever slower.
+        text("SELECT a.user_id, coalesce(sum(l.credit_usd), 0)::numeric(20, 10) AS credited_usd, "
+             "(coalesce(sum(l.credit_usd), 0) - coalesce(sum(l.spent_usd), 0))::numeric(20, 10) AS remaining_usd "
+             "FROM accounts a LEFT JOIN ledger_entries l ON l.user_id = a.user_id "
+             "WHERE a.user_id = ANY(:ids) GROUP BY a.user_id"),
+        {"ids": ids},
+    )}
+    now, fired = datetime.now(UTC), []
+    for state in states:
+        credited, remaining = balances[state.user_id].credited_usd, balances[state.user_id].remaining_usd
+        level = levels[state.threshold].level(credited)
+        if state.armed and credited > 0 and remaining <= level:
+            state.armed, state.fired_count = False, state.fired_count + 1
+            state.last_fired_at, state.last_remaining_usd = now, remaining
+            state.pending = {
+                "alert_id": f"{state.user_id}:{state.threshold}:{state.fired_count}",
+                "user_id": state.user_id, "threshold": state.threshold, "level_usd": str(level),
+                "remaining_usd": str(remaining), "credited_usd": str(credited), "at": now.isoformat(),
+            }
+            fired.append(state.pending)
+            log.info("balance alert fired", extra={"user_id": state.user_id, "threshold": state.threshold,
+                                                   "remaining_usd": str(remaining)})
+        elif not state.armed and remaining > level:
+            state.armed = True
+    return fired

@@ -1,0 +1,137 @@
+"""The Celery app (`celery -A worker.app worker|beat`): broker, queues, reliability settings, beat."""
+
+from __future__ import annotations
+
+import pkgutil
+from datetime import timedelta
+
+from celery import Celery, signals
+from kombu import Exchange, Queue
+
+from worker.settings import get_settings
+
+QUEUES = ("signups", "payments", "spend")
+# Producers send by name; routes put each wire task on its queue without importing the task.
+ROUTES = {
+    "events.signup": "signups",
+    "events.payment": "payments",
+    "events.refund": "payments",
+    "spend.sync": "spend",
+    "ops.reconcile": "spend",
+    "ops.alert_webhook": "spend",
+}
+
+def _task_modules() -> list[str]:
+    """Every module in tasks/ registers its tasks on `app`; the worker imports them all."""
+    import tasks
+
+    return [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
+
+
+TASK_MODULES = _task_modules()
+
+
+def make_app() -> Celery:
+    s = get_settings()
+    app = Celery("litellm_credits", include=TASK_MODULES)
+    app.conf.update(
+        broker_url=s.redis_url,
+        # Our Redis transport dead-letters garbage instead of letting it crash the consumer.
+        broker_transport="worker.broker:Transport",
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        # Unacked messages come back after this; every retry countdown stays far below it, or a
+        # waiting retry would be handed out a second time.
+        broker_transport_options={
+            "visibility_timeout": s.broker_visibility_timeout_s,
+            # Sweep for messages of dead workers often; kombu's default sweep is every ~100 s.
+            "unacked_restore_interval": max(1, min(10, s.broker_visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
+        # Each queue on its own direct exchange, so a restored message goes back to one queue only.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_routes={name: {"queue": queue} for name, queue in ROUTES.items()},
+        task_default_queue="payments",
+        task_create_missing_queues=False,
+        task_serializer="json",
+        accept_content=["json"],
+        # At-least-once: ack after the work, give the message back if the worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        # Flower: worker and sent events; arguments shown are the event JSON, never a key.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+        worker_consumer="worker.consumer:Consumer",
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        beat_schedule={
+            "spend-sync": {
+                "task": "spend.sync",
+                "schedule": timedelta(seconds=s.spend_sync_interval_s),
+                "options": {"queue": "spend", "expires": s.spend_sync_interval_s},
+            },
+            "reconcile": {
+                "task": "ops.reconcile",
+                "schedule": timedelta(seconds=s.reconcile_interval_s),
+                "options": {"queue": "spend", "expires": s.reconcile_interval_s},
+            },
+        },
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_app()
+
+
+@signals.setup_logging.connect
+def _logging(**_: object) -> None:
+    from worker.logs import configure
+
+    configure()
+
+
+@signals.worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    # A forked pool child must not reuse its parent's database or HTTP sockets.
+    from worker import db, proxy
+
+    db.dispose_engine()
+    proxy.reset_client()
+
+
+@signals.celeryd_init.connect
+def _before_pool(instance: object = None, **_: object) -> None:
+    # Main process, before the pool forks. JSON logs: no banner, and logging set up before
+    # Celery's start-up warnings. Metrics: the multiprocess directory must be set before any
+    # child can observe a proxy request.
+    s = get_settings()
+    if s.log_format == "json" and instance is not None:
+        from worker.logs import configure
+
+        instance.quiet = True
+        configure()
+    from worker.alerts import thresholds
+
+    try:
+        thresholds()  # a bad ALERT_THRESHOLDS stops start-up here, not at the first payment
+    except ValueError as exc:
+        raise SystemExit(f"invalid settings: {exc}") from None  # SystemExit: Celery logs and ignores Exceptions
+    if s.metrics_port:
+        from worker import metrics
+
+        metrics.prepare()
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    # Started once the pool is up, so no child is forked while the server thread runs.
+    if get_settings().metrics_port:
+        from worker import metrics
+
+        metrics.serve(get_settings().metrics_port)

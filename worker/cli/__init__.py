@@ -1,0 +1,1 @@
+"""The `litellm-credits` command line: one module per group of commands, registered in main."""

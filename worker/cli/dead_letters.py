@@ -1,0 +1,72 @@
+"""`dead-letters list|show|replay|discard`."""
+
+from __future__ import annotations
+
+import typer
+
+from worker.cli.common import CliError, emit, friendly
+
+group = typer.Typer(help="Messages that could not be applied.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(group, name="dead-letters")
+
+
+def _row(letter: object, full: bool = False) -> dict[str, object]:
+    row = {name: getattr(letter, name) for name in
+           ("id", "task_name", "status", "attempts", "reason", "first_failed_at", "last_failed_at")}
+    if full:
+        row.update(payload=letter.payload, error=letter.error, resolved_at=letter.resolved_at)
+    return row
+
+
+@group.command("list")
+@friendly
+def list_(
+    status: str = typer.Option("open", help="open, replayed or discarded."),
+    limit: int = typer.Option(50, min=1, max=1000),
+    json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Dead letters, newest first."""
+    from worker import dead_letters
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        rows = [_row(d) for d in dead_letters.list_open(session, limit, status)]
+    emit(rows, json, title=f"{status} dead letters")
+
+
+@group.command()
+@friendly
+def show(letter_id: int, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """One dead letter with its payload and error."""
+    from worker.db import session_scope
+    from worker.models import DeadLetter
+
+    with session_scope() as session:
+        letter = session.get(DeadLetter, letter_id)
+        if letter is None:
+            raise CliError(f"no dead letter {letter_id}")
+        row = _row(letter, full=True)
+    emit(row, json, title=f"dead letter {letter_id}")
+
+
+@group.command()
+@friendly
+def replay(letter_id: int) -> None:
+    """Re-enqueue the stored event under its task name (after fixing the cause)."""
+    from worker import dead_letters
+
+    task = dead_letters.replay(letter_id)
+    typer.echo(f"dead letter {letter_id} re-enqueued as {task}")
+
+
+@group.command()
+@friendly
+def discard(letter_id: int) -> None:
+    """Mark a dead letter as dealt with, without applying it."""
+    from worker import dead_letters
+
+    dead_letters.discard(letter_id)
+    typer.echo(f"dead letter {letter_id} discarded")

@@ -1,0 +1,99 @@
+"""Messages that could not be applied: kept with their reason, listed, replayed or discarded by hand."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from worker.db import session_scope
+from worker.models import DeadLetter
+
+log = logging.getLogger(__name__)
+MAX_STORED_PAYLOAD = 256 * 1024
+
+
+def as_text(payload: Any) -> str:
+    if isinstance(payload, bytes):
+        payload = payload.decode("utf-8", errors="replace")
+    if not isinstance(payload, str):
+        try:
+            payload = json.dumps(payload, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            payload = repr(payload)
+    return pg_text(payload)[:MAX_STORED_PAYLOAD]
+
+
+def pg_text(text: str) -> str:
+    """What PostgreSQL text can hold: NUL escaped, lone surrogates (valid JSON escapes, not UTF-8)
+    backslash-escaped; everything else as it came."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def store(task_name: str, payload: Any, reason: str, error: str = "", attempts: int = 1) -> int:
+    """Write one dead letter in its own transaction and log it once."""
+    # Any of these may carry what a hostile producer put in a message (a task name, a field).
+    task_name, reason, error = pg_text(task_name)[:500], pg_text(reason), pg_text(error)
+    with session_scope() as session:
+        letter = DeadLetter(
+            task_name=task_name, payload=as_text(payload), reason=reason[:2000],
+            error=(error or reason)[:4000], attempts=attempts,
+        )
+        session.add(letter)
+        session.flush()
+        letter_id = letter.id
+    log.error("dead-lettered %s: %s", task_name, reason, extra={"dead_letter_id": letter_id})
+    return letter_id
+
+
+def list_open(session: Session, limit: int = 50, status: str = "open") -> list[DeadLetter]:
+    return list(
+        session.execute(
+            select(DeadLetter).where(DeadLetter.status == status).order_by(DeadLetter.id.desc()).limit(limit)
+        ).scalars()
+    )
+
+
+def count_by_reason(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(DeadLetter.reason, func.count()).where(DeadLetter.status == "open").group_by(DeadLetter.reason)
+    )
+    return {reason: n for reason, n in rows}
+
+
+def replay(letter_id: int) -> str:
+    """Re-enqueue the stored event under its task name; returns the task name."""
+    from worker.app import ROUTES
+    from worker.producer import enqueue
+
+    with session_scope() as session:
+        letter = session.get(DeadLetter, letter_id, with_for_update=True)
+        if letter is None:
+            raise LookupError(f"no dead letter {letter_id}")
+        if letter.status != "open":
+            raise ValueError(f"dead letter {letter_id} is already {letter.status}")
+        if not letter.task_name.startswith("events.") or letter.task_name not in ROUTES:
+            raise ValueError(f"dead letter {letter_id} has no replayable task ({letter.task_name})")
+        try:
+            event = json.loads(letter.payload)
+        except ValueError:
+            raise ValueError(f"dead letter {letter_id} holds no JSON event; it cannot be replayed") from None
+        letter.status = "replayed"
+        letter.resolved_at = datetime.now(UTC)
+        # Sent before the commit: a crash in between may send it twice, which the ledger absorbs,
+        # whereas the other order could mark it replayed and send nothing.
+        enqueue(letter.task_name, event)
+        return letter.task_name
+
+
+def discard(letter_id: int) -> None:
+    with session_scope() as session:
+        letter = session.get(DeadLetter, letter_id, with_for_update=True)
+        if letter is None:
+            raise LookupError(f"no dead letter {letter_id}")
+        letter.status = "discarded"
+        letter.resolved_at = datetime.now(UTC)

@@ -1,0 +1,112 @@
+"""Payments and refunds into the ledger: plan matching, signatures, idempotency."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schemas.events import PaymentEvent, RefundEvent, SignupEvent
+from worker import ledger, signing
+from worker.accounts import ensure_account
+from worker.errors import NotYet, Rejected
+from worker.models import Account
+from worker.settings import get_settings
+
+# ISO 4217 minor-unit exponents that are not 2.
+_EXPONENTS = {"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
+              "PYG": 0, "RWF": 0, "UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+              "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3}
+
+
+def major_units(amount_minor: int, currency: str) -> Decimal:
+    return Decimal(amount_minor).scaleb(-_EXPONENTS.get(currency, 2))
+
+
+def check_signature(raw: dict[str, Any]) -> None:
+    secret = get_settings().event_signing_secret
+    if secret is not None:
+        problem = signing.verify(raw, secret.get_secret_value())
+        if problem:
+            raise Rejected(problem)
+
+
+def payment_key(provider: str, reference: str) -> str:
+    return f"payment:{provider}:{reference}"
+
+
+def apply_signup(session: Session, event: SignupEvent) -> bool:
+    ensure_account(session, event.user_id, event.email)
+    credit = get_settings().signup_credit_usd
+    key = f"signup:{event.user_id}"
+    return ledger.record(
+        session, user_id=event.user_id, kind="grant", idempotency_key=key, grant_key=key,
+        credit=credit, occurred_at=event.occurred_at,
+    )
+
+
+def apply_payment(session: Session, event: PaymentEvent) -> bool:
+    """One credit of price x multiplier per (provider, reference); False if already applied."""
+    s = get_settings()
+    amount = major_units(event.amount_minor, event.currency)
+    plans = ", ".join(f"{p:.2f}" for p in s.payment_plans)
+    if event.currency != s.plan_currency:
+        raise Rejected(f"{amount:.2f} {event.currency} is not in the plan currency {s.plan_currency}")
+    if amount not in s.payment_plans:
+        raise Rejected(f"{amount:.2f} {event.currency} matches no plan: {plans}")
+    ensure_account(session, event.user_id)
+    key = payment_key(event.provider, event.reference)
+    inserted = ledger.record(
+        session, user_id=event.user_id, kind="payment", idempotency_key=key, grant_key=key,
+        credit=amount * s.credit_multiplier, paid=amount, occurred_at=event.paid_at,
+        details={"provider": event.provider, "reference": event.reference, "plan": event.plan,
+                 "currency": event.currency, "amount_minor": event.amount_minor},
+    )
+    # Checked after the insert, not before: two users racing on one reference both pass a check
+    # made first, and the loser's insert would then be silently skipped as a duplicate.
+    if not inserted and ledger.entry(session, key).user_id != event.user_id:
+        raise Rejected(f"payment reference {event.reference!r} was already credited to another user")
+    return inserted
+
+
+def apply_refund(session: Session, event: RefundEvent) -> bool:
+    """Reverse the refunded share of the payment's credit and amount paid, once per refund."""
+    refund_key = f"refund:{event.provider}:{event.refund_reference}"
+    # Serialise refunds of one account before anything is read: a duplicate delivered
+    # concurrently must then see the first copy's entry (a no-op), not find nothing left to
+    # refund and be dead-lettered; and two different refunds cannot both pass the check below.
+    session.execute(select(Account).where(Account.user_id == event.user_id).with_for_update())
+    if ledger.entry(session, refund_key) is not None:
+        return False
+    grant = payment_key(event.provider, event.payment_reference)
+    payment = ledger.entry(session, grant)
+    unknown = f"refund of unknown payment {event.payment_reference!r} for user {event.user_id!r}"
+    if payment is None:
+        # Its payment may still be on the way (sent at the same instant, or held back in a queue):
+        # retried with backoff, dead-lettered with this reason after the last retry.
+        raise NotYet(unknown)
+    if payment.user_id != event.user_id:
+        raise Rejected(unknown)
+    currency = (payment.details or {}).get("currency")
+    if event.currency != currency:
+        raise Rejected(f"refund currency {event.currency} differs from the payment's {currency}")
+    amount = major_units(event.amount_minor, event.currency)
+    credit_left, paid_left = ledger.grant_totals(session, grant)
+    if amount > paid_left:
+        raise Rejected(
+            f"refund of {amount:.2f} {event.currency} exceeds the {paid_left:.2f} left to refund "
+            f"on payment {event.payment_reference!r}"
+        )
+    if amount == paid_left:
+        # The last refund takes exactly what is left, so rounded partial shares leave no dust.
+        credit = credit_left
+    else:
+        credit = (amount / payment.paid_usd * payment.credit_usd).quantize(Decimal("1e-10"))
+    return ledger.record(
+        session, user_id=event.user_id, kind="refund", idempotency_key=refund_key, grant_key=grant,
+        credit=-credit, paid=-amount, occurred_at=event.refunded_at,
+        details={"provider": event.provider, "refund_reference": event.refund_reference,
+                 "payment_reference": event.payment_reference},
+    )

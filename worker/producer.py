@@ -1,0 +1,48 @@
+"""The producer API for the web app and the payment relay: validate, sign, enqueue by task name.
+
+Non-Python producers push the same Celery message themselves; README.md shows its exact JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.events import PaymentEvent, RefundEvent, SignupEvent
+from worker import signing
+from worker.settings import get_settings
+
+# Shown by Flower and in worker logs through the message's kwargsrepr, so masked there.
+SENSITIVE = frozenset({"signature"})
+
+
+def enqueue(task: str, event: dict[str, Any]) -> str:
+    """Send one event to its task by name (routes pick the queue), masked for Flower and logs."""
+    from worker.app import app
+
+    shown = {k: "***" if k in SENSITIVE else v for k, v in event.items()}
+    return app.send_task(task, kwargs={"event": event}, kwargsrepr=repr({"event": shown})).id
+
+
+def _signed(event: dict[str, Any]) -> dict[str, Any]:
+    secret = get_settings().event_signing_secret
+    if secret is None:
+        return event
+    return {**event, "signature": signing.sign(event, secret.get_secret_value())}
+
+
+def publish_signup(event: SignupEvent | dict[str, Any]) -> str:
+    """Validate (raising pydantic.ValidationError on bad input) and enqueue; returns the task id."""
+    parsed = SignupEvent.model_validate(event)
+    return enqueue("events.signup", parsed.model_dump(mode="json", exclude_none=True))
+
+
+def publish_payment(event: PaymentEvent | dict[str, Any]) -> str:
+    parsed = PaymentEvent.model_validate(event)
+    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
+    return enqueue("events.payment", _signed(body))
+
+
+def publish_refund(event: RefundEvent | dict[str, Any]) -> str:
+    parsed = RefundEvent.model_validate(event)
+    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
+    return enqueue("events.refund", _signed(body))

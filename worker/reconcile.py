@@ -1,0 +1,142 @@
+"""Compare every key on the proxy with the ledger, and with fix=True make the proxy agree.
+
+The ledger is the truth: a key's max_budget must equal the account's credited total. Drift
+comes from lost pushes, hand edits on the proxy, or the proxy writing a stale cached key back
+(BerriAI/litellm#25553). Spend is only compared: the spend sync owns the usage entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from worker import ledger, proxy, spend_runs
+from worker.accounts import sync_key
+from worker.db import session_scope
+from worker.errors import Rejected
+from worker.models import Account, LedgerEntry
+from worker.spend_ingest import money
+from worker.spend_windows import as_query, whole_second
+
+TOLERANCE = Decimal("1e-6")
+UNSYNCED_MAX_PAGES = 5
+BATCH = 500
+# A proxy that fails this many accounts in a row is down: stop instead of timing out on each.
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class Drift:
+    user_id: str
+    proxy: Decimal | None
+    ledger: Decimal
+
+
+@dataclass
+class Report:
+    checked: int = 0
+    drifted: list[Drift] = field(default_factory=list)
+    fixed: int = 0
+    pending: list[str] = field(default_factory=list)
+    spend_mismatches: list[Drift] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def reconcile(fix: bool = False, batch: int = BATCH) -> Report:
+    """One pass over all accounts with a key, `batch` at a time by user_id (keyset paging)."""
+    report = Report()
+    after, failures = "", 0
+    while failures < MAX_CONSECUTIVE_FAILURES:
+        with session_scope() as session:
+            page = session.execute(
+                select(Account.user_id, Account.key_status)
+                .where(Account.user_id > after, Account.key_status.in_(("active", "pending")))
+                .order_by(Account.user_id).limit(batch)
+            ).all()
+        if not page:
+            return report
+        for user_id, status in page:
+            report.checked += 1
+            try:
+                if status == "pending":
+                    _pending(user_id, fix, report)
+                else:
+                    _check(user_id, fix, report)
+                failures = 0
+            except (proxy.ProxyError, Rejected) as exc:
+                report.errors.append(f"{user_id}: {exc}")
+                failures = failures + 1 if isinstance(exc, proxy.TransientProxyError) else 0
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    report.errors.append(f"stopped after {failures} proxy failures in a row; "
+                                         "accounts after this one were not checked")
+                    break
+        after = page[-1].user_id
+    return report
+
+
+def _pending(user_id: str, fix: bool, report: Report) -> None:
+    """A key never provisioned (its signup or payment task is still retrying, or was lost)."""
+    report.pending.append(user_id)
+    if fix and sync_key(user_id) is not None:
+        report.fixed += 1
+
+
+def _check(user_id: str, fix: bool, report: Report) -> None:
+    with session_scope() as session:
+        # Locked (shared when only reading) so an in-flight sync_key push, which holds the row
+        # for update, finishes first: the ledger and the proxy are then read at rest.
+        account = session.execute(
+            select(Account).where(Account.user_id == user_id, Account.key_status == "active")
+            .with_for_update(read=not fix)
+        ).scalar_one_or_none()
+        if account is None:  # changed since the page was read
+            return
+        credited = ledger.credited_total(session, user_id)
+        spent = Decimal(session.execute(
+            select(func.coalesce(func.sum(LedgerEntry.spent_usd), 0))
+            .where(LedgerEntry.user_id == user_id, LedgerEntry.kind == "usage")
+        ).scalar_one())
+        info = proxy.key_info(account.key_hash).info
+        if info.status == "deleted":
+            raise Rejected("the key is deleted on the proxy; it needs a new key, not a budget")
+        if abs(info.spend - spent) > TOLERANCE and not _explained_by_unsynced(session, account.key_hash, info.spend):
+            report.spend_mismatches.append(Drift(user_id, info.spend, spent))
+        if info.max_budget is not None and abs(info.max_budget - credited) <= TOLERANCE:
+            return
+        report.drifted.append(Drift(user_id, info.max_budget, credited))
+        if not fix:
+            return
+        # Forget what we believe we pushed, so sync_key pushes again (under its own lock,
+        # taken after this commit) whatever the ledger holds by then.
+        account.budget_pushed_usd = None
+    sync_key(user_id)
+    report.fixed += 1
+
+
+def _explained_by_unsynced(session: Session, key_hash: str, proxy_spend: Decimal) -> bool:
+    """True when the gap is only rows the sync has not reached yet (the settle window).
+
+    Expected proxy spend = our usage before the cursor's second + the proxy's own rows for the
+    key from that second on. Costs one or two spend-log requests, only for a mismatched key.
+    """
+    position = spend_runs.cursor(session)
+    if position is None:
+        return False
+    since = whole_second(position.position)
+    before = Decimal(session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.spent_usd), 0)).join(Account, Account.user_id == LedgerEntry.user_id)
+        .where(Account.key_hash == key_hash, LedgerEntry.kind == "usage", LedgerEntry.occurred_at < since)
+    ).scalar_one())
+    unsynced, page_number = Decimal(0), 1
+    while page_number <= UNSYNCED_MAX_PAGES:
+        page = proxy.spend_logs(as_query(since), as_query(datetime.now(UTC) + timedelta(seconds=1)),
+                                page_number, 1000, api_key=key_hash)
+        unsynced += sum((money(row.spend) for row in page.data), Decimal(0))
+        if len(page.data) < 1000:
+            return abs(proxy_spend - (before + unsynced)) <= TOLERANCE
+        page_number += 1
+    return False

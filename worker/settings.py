@@ -1,0 +1,123 @@
+"""All configuration, read once from the environment (and `.env`) into one pydantic-settings class."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/credits"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    litellm_base_url: str = "http://127.0.0.1:4000"
+    litellm_master_key: SecretStr
+    key_encryption_key: SecretStr
+    key_alias_prefix: str = Field(default="credits-", max_length=64)
+    signup_credit_usd: Decimal = Field(default=Decimal("2"), ge=0)
+
+    payment_plans: Annotated[list[Decimal], NoDecode] = [Decimal(5), Decimal(15), Decimal(20)]
+    credit_multiplier: Decimal = Field(default=Decimal("2"), gt=0)
+    plan_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    event_signing_secret: SecretStr | None = None
+
+    proxy_timeout_s: float = Field(default=10.0, gt=0)
+    task_max_retries: int = Field(default=12, ge=0)
+    retry_backoff_max_s: int = Field(default=300, gt=0)
+    broker_visibility_timeout_s: int = Field(default=3600, gt=0)
+    max_event_bytes: int = Field(default=64 * 1024, gt=0)
+
+    spend_sync_interval_s: int = Field(default=60, gt=0)
+    spend_window_s: int = Field(default=300, gt=0)
+    spend_settle_s: int = Field(default=120, ge=0)
+    spend_lookback_s: int = Field(default=900, ge=0)
+    spend_page_size: int = Field(default=1000, ge=100, le=1000)
+    spend_sync_start: datetime | None = None
+    reconcile_interval_s: int = Field(default=300, gt=0)
+
+    alert_thresholds: Annotated[list[str], NoDecode] = ["20%", "0"]
+    alert_webhook_url: str | None = None
+    metrics_port: int | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr("change-me")
+
+    @field_validator("payment_plans", mode="before")
+    @classmethod
+    def _split_plans(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p for p in value.replace(" ", "").split(",") if p]
+        return value
+
+    @field_validator("payment_plans")
+    @classmethod
+    def _positive_plans(cls, value: list[Decimal]) -> list[Decimal]:
+        if not value or any(p <= 0 for p in value):
+            raise ValueError("must be a comma-separated list of positive prices, e.g. 5,15,20")
+        return sorted(value)
+
+    @field_validator("event_signing_secret", "alert_webhook_url", "metrics_port", "spend_sync_start", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `EVENT_SIGNING_SECRET=` in a .env or compose file means "not set", not "an empty secret".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("alert_thresholds", mode="before")
+    @classmethod
+    def _split_thresholds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p for p in value.replace(" ", "").split(",") if p]
+        return value
+
+    @field_validator("key_encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr) -> SecretStr:
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(value.get_secret_value())
+        except Exception:
+            raise ValueError(
+                "must be a Fernet key (32 url-safe base64 bytes); make one with "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def spend_lock_id(self) -> int:
+        return 0x5E4D
+
+
+def describe_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        parts.append(f"{name}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Load once per process; a missing or malformed setting stops start-up with its name."""
+    try:
+        # CREDITS_ENV_FILE="" ignores .env (the tests do, so a developer's .env cannot leak in).
+        return Settings(_env_file=os.environ.get("CREDITS_ENV_FILE", ".env") or None)
+    except ValidationError as exc:
+        print(describe_error(exc), file=sys.stderr)
+        raise SystemExit(2) from None
