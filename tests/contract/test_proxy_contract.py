@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.waiting import wait_for
 from worker import keys
 from worker import proxy as client
+from worker.settings import get_settings
 
 
 def _fresh() -> tuple[str, str]:
@@ -61,9 +66,29 @@ def test_page_size_over_1000_is_refused(target):
 
 
 def test_master_key_never_in_errors(target, caplog):
-    from worker.settings import get_settings
-
     secret = get_settings().litellm_master_key.get_secret_value()
     with pytest.raises(client.ProxyError) as err:
         client.key_info("0" * 64)
     assert secret not in str(err.value) and secret not in caplog.text
+
+
+@pytest.mark.parametrize("sent", [0, 0.5], ids=["headers-only", "half-body"])
+def test_a_request_cut_short_makes_no_key(target, request, sent):
+    """A worker killed after sending /key/generate's headers, and all or part of its body, leaves no key."""
+    settings = get_settings()
+    before = _key_count()
+    key, alias = _fresh()
+    body = json.dumps({"key": key, "key_alias": alias, "max_budget": 2}).encode()
+    url = urlsplit(settings.litellm_base_url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(b"POST /key/generate HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {settings.litellm_master_key.get_secret_value()}\r\n".encode()
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: int(len(body) * sent)])
+    if target == "standin":
+        proxy = request.getfixturevalue("proxy")
+        wait_for(lambda: proxy.requests.get("/key/generate"), 10, "the stand-in to read the request")
+    assert _key_count() == before
+
+
+def _key_count() -> int:
+    return client.call("GET", "/key/list", params={"page": 1, "size": 1})["total_count"]
