@@ -4,7 +4,7 @@ from typing import Any
 
 from schemas.events import PaymentEvent, RefundEvent
 from worker.accounts import sync_key
-from worker.alerts import check_alerts
+from worker.alerts import check_alerts, credit_may_rearm
 from worker.db import session_scope
 from worker.logs import add_context
 from worker.payments import apply_payment, apply_refund, check_signature
@@ -18,8 +18,10 @@ def payment(event: dict[str, Any]) -> None:
     check_signature(event)
     with session_scope() as session:
         apply_payment(session, parsed)
+        rearm = credit_may_rearm(session, parsed.user_id)
     sync_key(parsed.user_id)
-    check_alerts(None, [parsed.user_id])
+    if rearm:
+        check_alerts(None, [parsed.user_id])
 
 
 @event_task("events.refund")

@@ -47,12 +47,13 @@ def sync_key(user_id: str) -> Decimal | None:
     """
     try:
         with session_scope() as session:
-            account = session.execute(
-                select(Account).where(Account.user_id == user_id).with_for_update()
-            ).scalar_one_or_none()
-            if account is None:
+            row = session.execute(
+                select(Account, ledger.credited_total_of(Account.user_id))
+                .where(Account.user_id == user_id).with_for_update(of=Account)
+            ).one_or_none()
+            if row is None:
                 return None
-            total = ledger.credited_total(session, user_id)
+            account, total = row[0], Decimal(row[1])
             if account.key_status == "pending":
                 _provision(account, total)
             elif account.key_status == "active" and account.budget_pushed_usd != total:

@@ -76,6 +76,22 @@ def check_alerts(session: Session | None, user_ids: Iterable[str]) -> list[dict[
     return fired
 
 
+def credit_may_rearm(session: Session, user_id: str) -> bool:
+    """Call in the transaction that adds credit: True when check_alerts must run after its commit.
+
+    Credit only lifts the balance, so it can fire nothing; it can only re-arm a threshold that
+    has fired. With every threshold's row present and armed there is nothing to do, and most
+    payments skip the full check. The rows are locked: a check firing one concurrently commits
+    first and is seen here, or waits for this transaction and reads the balance with its credit.
+    """
+    labels = [t.label for t in thresholds()]
+    armed = session.execute(
+        select(BalanceAlert.armed).where(BalanceAlert.user_id == user_id, BalanceAlert.threshold.in_(labels))
+        .order_by(BalanceAlert.threshold).with_for_update()
+    ).scalars().all()
+    return len(armed) < len(labels) or not all(armed)
+
+
 def _any_pending(session: Session) -> bool:
     found = session.execute(text("SELECT EXISTS (SELECT 1 FROM balance_alerts WHERE pending IS NOT NULL)"))
     return bool(found.scalar())
