@@ -37,7 +37,9 @@ def assert_one_line_error(result, *words: str) -> None:
 
 def test_account_commands_json_table_and_unknown_user(proxy):
     signup.apply(kwargs={"event": {"user_id": USER, "email": USER, "occurred_at": AT}})
-    assert as_json("balance", USER)["credited_usd"] == "2.0000000000"
+    balance = as_json("balance", USER)
+    assert balance["credited_usd"] == "2.0000000000"
+    assert balance["spent_usd"] == balance["savings_usd"] == "0.0000000000"  # not "0E-10"
     assert [e["kind"] for e in as_json("ledger", USER)] == ["grant"]
     assert as_json("key", USER)["key"].startswith("sk-")
     assert "remaining_usd" in run("balance", USER).stdout  # the rich table

@@ -158,12 +158,14 @@ def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
             state.last_fired_at, state.last_remaining_usd = now, remaining
             state.pending = {
                 "alert_id": f"{state.user_id}:{state.threshold}:{state.fired_count}",
-                "user_id": state.user_id, "threshold": state.threshold, "level_usd": str(level),
-                "remaining_usd": str(remaining), "credited_usd": str(credited), "at": now.isoformat(),
+                # Fixed point: str() would write a NUMERIC zero as "0E-10".
+                "user_id": state.user_id, "threshold": state.threshold, "level_usd": format(level, "f"),
+                "remaining_usd": format(remaining, "f"), "credited_usd": format(credited, "f"),
+                "at": now.isoformat(),
             }
             fired.append(state.pending)
             log.info("balance alert fired", extra={"user_id": state.user_id, "threshold": state.threshold,
-                                                   "remaining_usd": str(remaining)})
+                                                   "remaining_usd": format(remaining, "f")})
         elif not state.armed and remaining > level:
             state.armed = True
     return fired

@@ -21,7 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # fixed point: a NUMERIC zero is "0.0000000000", not "0E-10"
     if isinstance(value, datetime):
         return value.isoformat()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
