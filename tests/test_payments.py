@@ -8,12 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tasks.payment import payment, refund
 from tasks.signup import signup
 from tests.fixtures import wait_for
 from worker import dead_letters, ledger, signing
+from worker.accounts import sync_key
 from worker.db import session_scope
 from worker.models import Account, DeadLetter, LedgerEntry
 from worker.producer import publish_payment
@@ -158,6 +159,38 @@ def test_full_refund_takes_back_the_credit_and_lowers_the_budget(proxy):
     b = balance()
     assert (b.credited_usd, b.paid_usd, b.budget_pushed_usd) == (Decimal(2), Decimal(0), Decimal(2))
     assert budget(proxy) == 2 and not letters()
+
+
+def test_a_push_that_waited_for_the_account_lock_reads_the_total_after_it(proxy):
+    """A sync_key blocked behind a refund's transaction must not push the total from before it.
+
+    The interleaving the chaos suite hit: a payment's push starts and waits for the account
+    row, which a refund holds; the refund commits and another push records the lower total;
+    the waiting push must then see that total, not the one from when its statement began."""
+    signup.apply(kwargs={"event": SIGNUP})
+    payment.apply(kwargs={"event": pay()})
+    assert budget(proxy) == 12
+    # The pool outermost: if the test fails, the holder rolls back before the pool waits for sync_key.
+    with ThreadPoolExecutor(1) as pool, session_scope() as holder:
+        holder.execute(select(Account).where(Account.user_id == USER).with_for_update())
+        waiting = pool.submit(sync_key, USER)
+        wait_for(_waiting_for_a_lock, 10, "sync_key to wait for the account row")
+        ledger.record(holder, user_id=USER, kind="refund", idempotency_key="refund:paystack:rf-x",
+                      grant_key="payment:paystack:pay-1", credit=Decimal(-10), paid=Decimal(-5),
+                      occurred_at=datetime.now(UTC))
+        holder.get(Account, USER).budget_pushed_usd = Decimal(2)  # the refund's own push, done
+        proxy.key_by_alias(ALIAS)["max_budget"] = 2.0
+        holder.commit()
+        assert waiting.result(timeout=30) == Decimal(2)
+    assert budget(proxy) == 2 and balance().credited_usd == 2
+
+
+def _waiting_for_a_lock() -> bool:
+    # Its own transaction each time: pg_stat_activity is read once per transaction.
+    with session_scope() as session:
+        return bool(session.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )).scalar())
 
 
 def test_partial_refunds_take_their_share_and_the_last_leaves_nothing(proxy):

@@ -47,13 +47,15 @@ def sync_key(user_id: str) -> Decimal | None:
     """
     try:
         with session_scope() as session:
-            row = session.execute(
-                select(Account, ledger.credited_total_of(Account.user_id))
-                .where(Account.user_id == user_id).with_for_update(of=Account)
-            ).one_or_none()
-            if row is None:
+            account = session.execute(
+                select(Account).where(Account.user_id == user_id).with_for_update()
+            ).scalar_one_or_none()
+            if account is None:
                 return None
-            account, total = row[0], Decimal(row[1])
+            # A statement of its own, after the lock is held: a statement that waited for the lock
+            # still reads with the snapshot it started with, so a total summed in the locking
+            # statement can miss a refund committed while it waited, and push a stale, larger budget.
+            total = ledger.credited_total(session, user_id)
             if account.key_status == "pending":
                 _provision(account, total)
             elif account.key_status == "active" and account.budget_pushed_usd != total:

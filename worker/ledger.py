@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ScalarSelect, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -47,18 +47,14 @@ def record(
     return session.execute(stmt).scalar() is not None
 
 
-def credited_total_of(user_id: Any) -> ScalarSelect[Any]:
-    """What the key's max_budget must be: every credit ever granted, less refunds (a subquery)."""
-    return (
+def credited_total(session: Session, user_id: str) -> Decimal:
+    """What the key's max_budget must be: every credit ever granted, less refunds."""
+    total = session.execute(
         select(func.coalesce(func.sum(LedgerEntry.credit_usd), 0))
         # Usage carries no credit; leaving it out lets ledger_entries_credits_idx skip it.
         .where(LedgerEntry.user_id == user_id, LedgerEntry.kind != "usage")
-        .scalar_subquery()
-    )
-
-
-def credited_total(session: Session, user_id: str) -> Decimal:
-    return Decimal(session.execute(select(credited_total_of(user_id))).scalar_one())
+    ).scalar_one()
+    return Decimal(total)
 
 
 def entry(session: Session, idempotency_key: str) -> LedgerEntry | None:
