@@ -156,9 +156,9 @@ def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
         if state.armed and credited > 0 and remaining <= level:
             state.armed, state.fired_count = False, state.fired_count + 1
             state.last_fired_at, state.last_remaining_usd = now, remaining
+            # Amounts in fixed point: str() would write a NUMERIC zero as "0E-10".
             state.pending = {
                 "alert_id": f"{state.user_id}:{state.threshold}:{state.fired_count}",
-                # Fixed point: str() would write a NUMERIC zero as "0E-10".
                 "user_id": state.user_id, "threshold": state.threshold, "level_usd": format(level, "f"),
                 "remaining_usd": format(remaining, "f"), "credited_usd": format(credited, "f"),
                 "at": now.isoformat(),
