@@ -9,7 +9,9 @@ timed is the payment path itself: message, ledger entry, budget push, alert chec
 1. Throughput: `--payments` payments spread at random over 1,000 accounts, published as fast as
    the producer can while 1 (then 2) `celery worker -c 1` processes drain the queue; then the same
    with all payments on 10 hot accounts (many queued per account). Time from the first publish to
-   the last budget push recorded in the database (accounts.budget_pushed_at).
+   the last budget push recorded in the database (accounts.budget_pushed_at). Then the capacity
+   without the producer competing for the cores: `--payments` queued first, then drained by 1
+   (then 2) processes told to consume at the same instant.
 2. Latency at a steady `--rate` events/s for `--seconds`, one worker process: each event is the
    only payment of its account, so publish-to-push latency is that account's budget_pushed_at
    (set when the proxy has answered /key/update) minus the publish time. Then the same against
@@ -120,7 +122,8 @@ def throughput(procs: common.Procs, env: dict[str, str], base_url: str, n_worker
     for w in workers:
         procs.stop(w)
     counts = proxy_counts(base_url)
-    updates = counts.get("/key/update", 0)
+    # A push is one /key/update, or one /key/bulk_update for every key a batch changed.
+    updates = counts.get("/key/update", 0) + counts.get("/key/bulk_update", 0)
     return {
         "workers": n_workers, "accounts": len(users), "payments": n_payments,
         "publish_s": round(published - t0, 3), "elapsed_s": round(elapsed, 3),
@@ -130,6 +133,36 @@ def throughput(procs: common.Procs, env: dict[str, str], base_url: str, n_worker
         "key_updates": updates, "key_updates_per_payment": round(updates / n_payments, 3),
         "proxy_requests": counts,
     }
+
+
+def drain(procs: common.Procs, env: dict[str, str], base_url: str, n_workers: int, n_payments: int,
+          users: list[str], label: str) -> dict[str, Any]:
+    """A backlog published first, then drained: the workers' capacity without the producer
+    competing for the cores. The workers start on another queue and are all told at the same
+    instant (remote control add_consumer) to consume payments."""
+    from worker.app import app
+    from worker.producer import publish_payment
+
+    httpx.post(f"{base_url}/_bench/reset", timeout=5)
+    before = scalar("SELECT count(*) FROM ledger_entries WHERE kind = 'payment'")
+    rng = random.Random(n_workers * 104729 + n_payments)
+    run = uuid.uuid4().hex[:8]
+    for i in range(n_payments):
+        publish_payment(payment(rng.choice(users), f"drain-{run}-{i}"))
+    workers = [procs.worker(f"{label}-w{i}", env, queues="signups") for i in range(n_workers)]
+    t0 = time.time()
+    app.control.add_consumer("payments", reply=False)
+    common.wait_for(lambda: scalar("SELECT count(*) FROM ledger_entries WHERE kind = 'payment'") - before
+                    >= n_payments, 600, "the backlog to land", interval=0.1)
+    common.wait_for(lambda: unpushed() == 0, 120, "budgets to be pushed", interval=0.1)
+    elapsed = float(scalar("SELECT extract(epoch FROM max(budget_pushed_at)) FROM accounts")) - t0
+    for w in workers:
+        procs.stop(w)
+    counts = proxy_counts(base_url)
+    pushes = counts.get("/key/update", 0) + counts.get("/key/bulk_update", 0)
+    return {"workers": n_workers, "accounts": len(users), "payments": n_payments, "elapsed_s": round(elapsed, 3),
+            "payments_per_s": round(n_payments / elapsed, 1),
+            "push_requests_per_payment": round(pushes / n_payments, 3)}
 
 
 def floor(procs: common.Procs, env: dict[str, str], n: int) -> dict[str, Any]:
@@ -273,6 +306,11 @@ def main() -> None:
                 r = throughput(procs, env, base_url, n, args.payments // 3, users[:HOT_ACCOUNTS], f"hot{n}")
                 figures["throughput"].append({"spread": f"{HOT_ACCOUNTS} hot accounts", **r})
                 print(r, flush=True)
+            figures["drain"] = []
+            for n in (1, 2):
+                r = drain(procs, env, base_url, n, args.payments, users, f"drain{n}")
+                figures["drain"].append(r)
+                print(r, flush=True)
         half = len(lat_users) // 2
         figures["latency_standin"] = latency(procs, env, lat_users[:half], args.rate, "lat-standin")
         print({k: v for k, v in figures["latency_standin"].items() if k != "timeline_s_ms"}, flush=True)
@@ -291,7 +329,12 @@ def main() -> None:
     for r in figures["throughput"]:
         table.append((f"throughput, {r['spread']}, {r['workers']} process(es)", f"{r['payments_per_s']} payments/s",
                       f"{r['payments']} payments in {r['elapsed_s']} s; task mean {r['task_mean_ms']} ms; "
-                      f"{r['key_updates_per_payment']} /key/update per payment"))
+                      f"{r['key_updates_per_payment']} push requests per payment"))
+    for r in figures.get("drain", []):
+        table.append((f"drain a backlog, 1,000 accounts, {r['workers']} process(es)",
+                      f"{r['payments_per_s']} payments/s",
+                      f"{r['payments']} payments queued before the workers consumed; {r['elapsed_s']} s from the "
+                      f"order to consume to the last push; {r['push_requests_per_payment']} push requests per payment"))
     for name in ("latency_standin", "latency_standin_2", "latency_real"):
         r = figures.get(name)
         if r and "p50_ms" in r:
@@ -321,6 +364,8 @@ def main() -> None:
     notes.append(f"latency runs start after {WARM_UP} untimed warm-up payments per worker start; each timed payment is "
                  "the only one of its account; latency = accounts.budget_pushed_at (set once the proxy answered "
                  "/key/update) minus the publish time; per-event timeline in the JSON")
+    notes.append("task mean: the run time Celery logs per message; payments run in batches (worker.batches), and "
+                 "each message of a batch logs the batch's time")
     notes.append("workers: `celery -A worker.app worker -Q payments -c 1 -l INFO`, one per process; stand-in proxy "
                  "(tests/standin/proxy.py) in its own process; producer, workers, PostgreSQL and Redis share the cores")
     run.write(figures, table, ("measure", "result", "detail"), notes)

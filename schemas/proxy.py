@@ -45,6 +45,18 @@ class GeneratedKey(ProxyModel):
     _exact_money = field_validator("max_budget", mode="before")(_exact)
 
 
+class FailedKeyUpdate(ProxyModel):
+    key: str
+    failed_reason: str = ""
+
+
+class BulkUpdateResponse(ProxyModel):
+    """/key/bulk_update: each key is applied on its own; the ones that were not are listed."""
+
+    total_requested: int
+    failed_updates: list[FailedKeyUpdate] = []
+
+
 class SpendLogRow(ProxyModel):
     request_id: str
     api_key: str = ""

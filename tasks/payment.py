@@ -1,27 +1,29 @@
-"""`events.payment` and `events.refund` on queue `payments`: a ledger entry, then the key's new budget."""
+"""`events.payment` and `events.refund` on queue `payments`: a ledger entry, then the key's new budget.
+
+Payments run in batches (worker.batches): the worker hands the ones waiting to the pool together.
+"""
 
 from typing import Any
 
-from schemas.events import PaymentEvent, RefundEvent
+from schemas.events import RefundEvent
 from worker.accounts import sync_key
-from worker.alerts import check_alerts, credit_may_rearm
+from worker.alerts import check_alerts
+from worker.batches import batch_event_task
 from worker.db import session_scope
 from worker.logs import add_context
-from worker.payments import apply_payment, apply_refund, check_signature
+from worker.payment_batch import apply_payment_batch
+from worker.payments import apply_refund, check_signature
 from worker.task_base import event_task
 
 
-@event_task("events.payment")
-def payment(event: dict[str, Any]) -> None:
-    parsed = PaymentEvent.model_validate(event)
-    add_context(user_id=parsed.user_id, idempotency_key=f"payment:{parsed.provider}:{parsed.reference}")
-    check_signature(event)
-    with session_scope() as session:
-        apply_payment(session, parsed)
-        rearm = credit_may_rearm(session, parsed.user_id)
-    sync_key(parsed.user_id)
-    if rearm:
-        check_alerts(None, [parsed.user_id])
+def _about(event: Any) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        return {}
+    return {"user_id": event.get("user_id"),
+            "idempotency_key": f"payment:{event.get('provider')}:{event.get('reference')}"}
+
+
+payment = batch_event_task("events.payment", about=_about)(apply_payment_batch)
 
 
 @event_task("events.refund")

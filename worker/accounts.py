@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -18,10 +19,11 @@ from worker.models import Account
 log = logging.getLogger(__name__)
 
 
-def ensure_account(session: Session, user_id: str, email: str | None = None) -> None:
-    """Create the account with a fresh key unless it exists; safe when two workers race."""
+def ensure_account(session: Session, user_id: str, email: str | None = None) -> bool:
+    """Create the account with a fresh key unless it exists; safe when two workers race. True if
+    this call created it."""
     key = keys.new_key()
-    session.execute(
+    created = session.execute(
         insert(Account)
         .values(
             user_id=user_id,
@@ -32,43 +34,82 @@ def ensure_account(session: Session, user_id: str, email: str | None = None) -> 
             key_status="pending",
         )
         .on_conflict_do_nothing(index_elements=["user_id"])
-    )
+        .returning(Account.user_id)
+    ).scalar() is not None
     if email:
         session.execute(
             update(Account).where(Account.user_id == user_id, Account.email.is_(None)).values(email=email)
         )
+    return created
 
 
 def sync_key(user_id: str) -> Decimal | None:
-    """Make the proxy hold the ledger's credited total for this user's key, as an absolute value.
+    """Make the proxy hold the ledger's credited total for this user's key; returns what it holds
+    now (None without an active key), or raises why the push failed."""
+    held, failed = sync_keys([user_id])
+    if user_id in failed:
+        raise failed[user_id]
+    return held.get(user_id)
 
-    The account row stays locked from reading the total until the push is recorded, so two
-    workers can never push totals out of order. Returns what the proxy now holds.
+
+def sync_keys(user_ids: Iterable[str]) -> tuple[dict[str, Decimal | None], dict[str, Exception]]:
+    """sync_key for many accounts at once: pushes that change something go out as one request.
+
+    Each account row stays locked from reading its total until the push is recorded, so two
+    workers can never push one key's totals out of order; rows are locked in user id order, so
+    two batches cannot deadlock. Returns (what each key now holds, why each failed push failed):
+    a failed push is recorded as the account's push_error and left for the retry.
     """
-    try:
-        with session_scope() as session:
-            account = session.execute(
-                select(Account).where(Account.user_id == user_id).with_for_update()
-            ).scalar_one_or_none()
-            if account is None:
-                return None
-            # A statement of its own, after the lock is held: a statement that waited for the lock
-            # still reads with the snapshot it started with, so a total summed in the locking
-            # statement can miss a refund committed while it waited, and push a stale, larger budget.
-            total = ledger.credited_total(session, user_id)
+    ids = sorted(set(user_ids))
+    held: dict[str, Decimal | None] = {}
+    failed: dict[str, Exception] = {}
+    with session_scope() as session:
+        accounts = session.execute(
+            select(Account).where(Account.user_id.in_(ids)).order_by(Account.user_id).with_for_update()
+        ).scalars().all()
+        # A statement of its own, after the locks are held: a statement that waited for a lock
+        # still reads with the snapshot it started with, so a total summed in the locking
+        # statement can miss a refund committed while it waited, and push a stale, larger budget.
+        totals = ledger.credited_totals(session, [a.user_id for a in accounts])
+        changed = {}
+        for account in accounts:
+            total = totals[account.user_id]
             if account.key_status == "pending":
-                _provision(account, total)
+                try:
+                    _provision(account, total)
+                except (proxy.ProxyError, Rejected) as exc:
+                    failed[account.user_id] = exc
             elif account.key_status == "active" and account.budget_pushed_usd != total:
-                proxy.set_max_budget(account.key_hash, total)
+                changed[account.key_hash] = account
             elif account.key_status == "failed":
-                return None
-            account.budget_pushed_usd = total
-            account.budget_pushed_at = datetime.now(UTC)
-            account.push_error = None
-            return total
+                held[account.user_id] = None
+        failed.update(_push(changed, totals))
+        now = datetime.now(UTC)
+        for account in accounts:
+            if account.user_id in failed:
+                account.push_error = str(failed[account.user_id])[:500]
+            elif account.user_id not in held:
+                held[account.user_id] = account.budget_pushed_usd = totals[account.user_id]
+                account.budget_pushed_at, account.push_error = now, None
+    return held, failed
+
+
+def _push(changed: dict[str, Account], totals: dict[str, Decimal]) -> dict[str, Exception]:
+    """The new budgets of these accounts (by key hash): failures by user id."""
+    if not changed:
+        return {}
+    if len(changed) == 1:
+        ((key_hash, account),) = changed.items()
+        try:
+            proxy.set_max_budget(key_hash, totals[account.user_id])
+        except proxy.ProxyError as exc:
+            return {account.user_id: exc}
+        return {}
+    try:
+        refused = proxy.set_max_budgets({h: totals[a.user_id] for h, a in changed.items()})
     except proxy.ProxyError as exc:
-        _note_push_error(user_id, str(exc))
-        raise
+        return {a.user_id: exc for a in changed.values()}
+    return {changed[h].user_id: exc for h, exc in refused.items()}
 
 
 def _provision(account: Account, total: Decimal) -> None:
@@ -89,15 +130,6 @@ def _provision(account: Account, total: Decimal) -> None:
             proxy.set_max_budget(account.key_hash, total)
     account.key_status = "active"
     log.info("key provisioned", extra={"user_id": account.user_id, "max_budget": str(total)})
-
-
-def _note_push_error(user_id: str, message: str) -> None:
-    """Best effort: shows the push as pending on the dashboard; the retry will clear it."""
-    try:
-        with session_scope() as session:
-            session.execute(update(Account).where(Account.user_id == user_id).values(push_error=message))
-    except Exception:  # noqa: BLE001 - the original proxy error is what matters
-        log.warning("could not record push error", exc_info=True)
 
 
 def get_account(session: Session, user_id: str) -> Account | None:

@@ -76,20 +76,25 @@ def check_alerts(session: Session | None, user_ids: Iterable[str]) -> list[dict[
     return fired
 
 
-def credit_may_rearm(session: Session, user_id: str) -> bool:
-    """Call in the transaction that adds credit: True when check_alerts must run after its commit.
+def credit_may_rearm(session: Session, user_ids: Iterable[str]) -> list[str]:
+    """Call in the transaction that adds credit: the users check_alerts must see after its commit.
 
     Credit only lifts the balance, so it can fire nothing; it can only re-arm a threshold that
     has fired. With every threshold's row present and armed there is nothing to do, and most
     payments skip the full check. The rows are locked: a check firing one concurrently commits
     first and is seen here, or waits for this transaction and reads the balance with its credit.
     """
+    ids = sorted(set(user_ids))
     labels = [t.label for t in thresholds()]
-    armed = session.execute(
-        select(BalanceAlert.armed).where(BalanceAlert.user_id == user_id, BalanceAlert.threshold.in_(labels))
-        .order_by(BalanceAlert.threshold).with_for_update()
-    ).scalars().all()
-    return len(armed) < len(labels) or not all(armed)
+    rows = session.execute(
+        select(BalanceAlert.user_id, BalanceAlert.armed)
+        .where(BalanceAlert.user_id.in_(ids), BalanceAlert.threshold.in_(labels))
+        .order_by(BalanceAlert.user_id, BalanceAlert.threshold).with_for_update()
+    ).all()
+    armed = {user_id: 0 for user_id in ids}
+    for user_id, is_armed in rows:
+        armed[user_id] += bool(is_armed)
+    return [user_id for user_id, count in armed.items() if count < len(labels)]
 
 
 def _any_pending(session: Session) -> bool:

@@ -59,7 +59,9 @@ def make_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
-        worker_prefetch_multiplier=1,
+        # Enough unacked messages in hand for one batch in the pool and the next one forming
+        # (worker.batches); each is still acked only after its own work.
+        worker_prefetch_multiplier=2 * s.event_batch_size,
         task_ignore_result=True,
         result_backend=None,
         # Flower: worker and sent events; arguments shown are the event JSON, never a key.

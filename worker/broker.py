@@ -18,11 +18,13 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any
 
-from kombu.transport import redis
+from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 
 from worker.settings import get_settings
@@ -156,9 +158,72 @@ return false
 """
 
 
+class QoS(redis.QoS):
+    _acks: Any = None  # a pipeline collecting acks, inside acks_together()
+
+    @contextmanager
+    def acks_together(self) -> Iterator[None]:
+        """Acks made inside go to Redis in one round trip at the end (a batch's messages are
+        acked together). If the worker dies first, they were not acked: they come back."""
+        if self._acks is not None:
+            yield
+            return
+        with self.pipe_or_acquire() as pipe:
+            self._acks = pipe
+            try:
+                yield
+            finally:
+                self._acks = None
+                pipe.execute()
+
+    def ack(self, delivery_tag: str) -> None:
+        if self._acks is None:
+            return super().ack(delivery_tag)
+        self._remove_from_indices(delivery_tag, self._acks)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        # On a lost connection kombu closes the channel and gives back, there and then, what the
+        # worker held; with Redis gone that raises (AttributeError from a half-closed connection
+        # included) and the worker stopped. The messages are still in the unacked hash, and the
+        # sweep gives them back after the visibility timeout: leave them there.
+        try:
+            return super().restore_unacked(client)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the messages in Redis
+            log.warning("could not give back %d unacknowledged messages now (%s: %s); they come back "
+                        "after the visibility timeout", len(self._delivered), type(exc).__name__, exc)
+            self._delivered.clear()
+            return None
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        # TAKE has recorded the message as unacknowledged already; kombu would write the same
+        # record again (a round trip and a JSON dump of the message, for every message).
+        if delivery_tag in self.channel.recorded:
+            self.channel.recorded.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+
 class Channel(redis.Channel):
+    QoS = QoS
     _take_next = True  # else wait for a message before the next take
     _sent = "EVAL"
+    _sync_client: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.recorded: set[str] = set()  # delivery tags TAKE recorded, until QoS.append sees them
+        super().__init__(*args, **kwargs)
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        # kombu builds a new redis client for every ack and every event it publishes (each build
+        # fills a dict of a few hundred response callbacks); one per channel and pool does.
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        if self._sync_client is None or self._sync_client.connection_pool is not pool:
+            self._sync_client = super()._create_client()
+        return self._sync_client
 
     def _take_args(self, queues: list[str]) -> list[Any]:
         prefix = self.global_keyprefix or ""
@@ -216,6 +281,8 @@ class Channel(redis.Channel):
                 self.qos._remove_from_indices(bytes_to_str(tag)).execute()
             _dead_letter(queue, item, message)
             return None
+        if tag:
+            self.recorded.add(bytes_to_str(tag))
         self.connection._deliver(message, queue)
         return message
 
@@ -232,6 +299,8 @@ class Channel(redis.Channel):
                         self.qos._remove_from_indices(bytes_to_str(tag)).execute()
                     _dead_letter(queue, item, message)
                     continue
+                if tag:
+                    self.recorded.add(bytes_to_str(tag))
                 return message
 
 

@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 from worker.models import LedgerEntry
 
 
-def record(
-    session: Session,
+def new_entry(
     *,
     user_id: str,
     kind: str,
@@ -26,35 +25,54 @@ def record(
     spent: Decimal = Decimal(0),
     grant_key: str | None = None,
     details: dict[str, Any] | None = None,
-) -> bool:
-    """Append one entry; False (and nothing written) when its idempotency key is already there."""
+) -> dict[str, Any]:
+    """One entry's columns, for record_many."""
+    return {"user_id": user_id, "kind": kind, "idempotency_key": idempotency_key, "grant_key": grant_key,
+            "credit_usd": credit, "paid_usd": paid, "spent_usd": spent, "occurred_at": occurred_at,
+            "details": details}
+
+
+def record(session: Session, **fields: Any) -> bool:
+    """Append one entry (new_entry's fields); False (and nothing written) when its idempotency key
+    is already there."""
+    return bool(record_many(session, [new_entry(**fields)]))
+
+
+def record_many(session: Session, entries: list[dict[str, Any]]) -> set[str]:
+    """Append many entries (new_entry's) in one round trip; returns the idempotency keys
+    written, leaving out those already there. Sort them by key: concurrent batches then take
+    their key locks in one order and cannot deadlock."""
+    if not entries:
+        return set()
     stmt = (
-        insert(LedgerEntry)
-        .values(
-            user_id=user_id,
-            kind=kind,
-            idempotency_key=idempotency_key,
-            grant_key=grant_key,
-            credit_usd=credit,
-            paid_usd=paid,
-            spent_usd=spent,
-            occurred_at=occurred_at,
-            details=details,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(LedgerEntry.id)
+        insert(LedgerEntry).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(LedgerEntry.idempotency_key)
     )
-    return session.execute(stmt).scalar() is not None
+    return set(session.execute(stmt, entries).scalars().all())
+
+
+def owners(session: Session, idempotency_keys: list[str]) -> dict[str, str]:
+    """The user each of these entries belongs to."""
+    found = session.execute(
+        select(LedgerEntry.idempotency_key, LedgerEntry.user_id)
+        .where(LedgerEntry.idempotency_key.in_(idempotency_keys))
+    )
+    return dict(found.all())
+
+
+def credited_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]:
+    """What each key's max_budget must be: every credit ever granted, less refunds."""
+    totals = dict(session.execute(
+        select(LedgerEntry.user_id, func.sum(LedgerEntry.credit_usd))
+        # Usage carries no credit; leaving it out lets ledger_entries_credits_idx skip it.
+        .where(LedgerEntry.user_id.in_(user_ids), LedgerEntry.kind != "usage")
+        .group_by(LedgerEntry.user_id)
+    ).all())
+    return {user_id: Decimal(totals.get(user_id) or 0) for user_id in user_ids}
 
 
 def credited_total(session: Session, user_id: str) -> Decimal:
-    """What the key's max_budget must be: every credit ever granted, less refunds."""
-    total = session.execute(
-        select(func.coalesce(func.sum(LedgerEntry.credit_usd), 0))
-        # Usage carries no credit; leaving it out lets ledger_entries_credits_idx skip it.
-        .where(LedgerEntry.user_id == user_id, LedgerEntry.kind != "usage")
-    ).scalar_one()
-    return Decimal(total)
+    return credited_totals(session, [user_id])[user_id]
 
 
 def entry(session: Session, idempotency_key: str) -> LedgerEntry | None:

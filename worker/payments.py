@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from schemas.events import PaymentEvent, RefundEvent, SignupEvent
@@ -47,8 +48,8 @@ def apply_signup(session: Session, event: SignupEvent) -> bool:
     )
 
 
-def apply_payment(session: Session, event: PaymentEvent) -> bool:
-    """One credit of price x multiplier per (provider, reference); False if already applied."""
+def credit_for(event: PaymentEvent) -> tuple[Decimal, Decimal]:
+    """(amount paid, credit bought) in USD, or Rejected if it matches no plan."""
     s = get_settings()
     amount = major_units(event.amount_minor, event.currency)
     plans = ", ".join(f"{p:.2f}" for p in s.payment_plans)
@@ -56,19 +57,46 @@ def apply_payment(session: Session, event: PaymentEvent) -> bool:
         raise Rejected(f"{amount:.2f} {event.currency} is not in the plan currency {s.plan_currency}")
     if amount not in s.payment_plans:
         raise Rejected(f"{amount:.2f} {event.currency} matches no plan: {plans}")
-    ensure_account(session, event.user_id)
-    key = payment_key(event.provider, event.reference)
-    inserted = ledger.record(
-        session, user_id=event.user_id, kind="payment", idempotency_key=key, grant_key=key,
-        credit=amount * s.credit_multiplier, paid=amount, occurred_at=event.paid_at,
-        details={"provider": event.provider, "reference": event.reference, "plan": event.plan,
-                 "currency": event.currency, "amount_minor": event.amount_minor},
-    )
-    # Checked after the insert, not before: two users racing on one reference both pass a check
-    # made first, and the loser's insert would then be silently skipped as a duplicate.
-    if not inserted and ledger.entry(session, key).user_id != event.user_id:
-        raise Rejected(f"payment reference {event.reference!r} was already credited to another user")
-    return inserted
+    return amount, amount * s.credit_multiplier
+
+
+def apply_payments(session: Session, events: Sequence[PaymentEvent]) -> list[Rejected | None]:
+    """One credit of price x multiplier per (provider, reference), for a batch of payments in a
+    few statements; returns, per event, why it was refused (nothing written for it) or None."""
+    refused: list[Rejected | None] = [None] * len(events)
+    entries = {}
+    for i, event in enumerate(events):
+        try:
+            amount, credit = credit_for(event)
+        except Rejected as exc:
+            refused[i] = exc
+            continue
+        key = payment_key(event.provider, event.reference)
+        entries.setdefault(key, ledger.new_entry(
+            user_id=event.user_id, kind="payment", idempotency_key=key, grant_key=key, credit=credit,
+            paid=amount, occurred_at=event.paid_at,
+            details={"provider": event.provider, "reference": event.reference, "plan": event.plan,
+                     "currency": event.currency, "amount_minor": event.amount_minor},
+        ))
+    if not entries:
+        return refused
+    users = sorted({e["user_id"] for e in entries.values()})
+    known = set(session.execute(select(Account.user_id).where(Account.user_id.in_(users))).scalars())
+    # A payment before its signup creates the account (the signup fills in the email).
+    created = {user_id for user_id in users if user_id not in known and ensure_account(session, user_id)}
+    written = ledger.record_many(session, [entries[key] for key in sorted(entries)])
+    # Owners checked after the insert, not before: two users racing on one reference both pass a
+    # check made first, and the loser's insert would then be silently skipped as a duplicate.
+    owner = {key: entries[key]["user_id"] for key in written} | ledger.owners(session, sorted(set(entries) - written))
+    for i, event in enumerate(events):
+        if refused[i] is None and owner[payment_key(event.provider, event.reference)] != event.user_id:
+            refused[i] = Rejected(f"payment reference {event.reference!r} was already credited to another user")
+    # An account made just now for payments that were all refused is taken back, as a rollback
+    # would: nobody else can see it before this transaction commits.
+    credited = {event.user_id for event, no in zip(events, refused, strict=True) if no is None}
+    if created - credited:
+        session.execute(delete(Account).where(Account.user_id.in_(sorted(created - credited))))
+    return refused
 
 
 def apply_refund(session: Session, event: RefundEvent) -> bool:

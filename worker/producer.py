@@ -15,12 +15,18 @@ from worker.settings import get_settings
 SENSITIVE = frozenset({"signature"})
 
 
+def shown(event: Any) -> str:
+    """The kwargsrepr of a message carrying this event: what Flower and the logs show."""
+    if isinstance(event, dict):
+        event = {k: "***" if k in SENSITIVE else v for k, v in event.items()}
+    return repr({"event": event})
+
+
 def enqueue(task: str, event: dict[str, Any]) -> str:
     """Send one event to its task by name (routes pick the queue), masked for Flower and logs."""
     from worker.app import app
 
-    shown = {k: "***" if k in SENSITIVE else v for k, v in event.items()}
-    return app.send_task(task, kwargs={"event": event}, kwargsrepr=repr({"event": shown})).id
+    return app.send_task(task, kwargs={"event": event}, kwargsrepr=shown(event)).id
 
 
 def _signed(event: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from schemas.proxy import GeneratedKey, KeyInfoResponse, SpendLogPage
+from schemas.proxy import BulkUpdateResponse, GeneratedKey, KeyInfoResponse, SpendLogPage
 from worker.settings import get_settings
 
 
@@ -139,6 +139,24 @@ def key_info(key_or_hash: str) -> KeyInfoResponse:
 def set_max_budget(key_hash: str, max_budget: Decimal) -> None:
     """Absolute, never an increment: pushing the same value twice changes nothing."""
     call("POST", "/key/update", json={"key": key_hash, "max_budget": float(max_budget)})
+
+
+# The real proxy refuses a /key/bulk_update of more keys than this.
+BULK_UPDATE_MAX = 500
+
+
+def set_max_budgets(budgets: dict[str, Decimal]) -> dict[str, PermanentProxyError]:
+    """Several keys' max_budget (by key hash) in one request per 500; returns the keys the proxy
+    refused, each with its reason. A transport or server error raises for all of them."""
+    refused: dict[str, PermanentProxyError] = {}
+    items = [{"key": key, "max_budget": float(value)} for key, value in budgets.items()]
+    for start in range(0, len(items), BULK_UPDATE_MAX):
+        answer = BulkUpdateResponse.model_validate(
+            call("POST", "/key/bulk_update", json={"keys": items[start:start + BULK_UPDATE_MAX]})
+        )
+        for failed in answer.failed_updates:
+            refused[failed.key] = PermanentProxyError("/key/bulk_update", _scrub(failed.failed_reason)[:500])
+    return refused
 
 
 def spend_logs(start: str, end: str, page: int, page_size: int, path: str = "/spend/logs/v2",

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     retry_backoff_max_s: int = Field(default=300, gt=0)
     broker_visibility_timeout_s: int = Field(default=3600, gt=0)
     max_event_bytes: int = Field(default=64 * 1024, gt=0)
+    # Payments waiting while a batch runs go to the pool together, at most this many at a time.
+    event_batch_size: int = Field(default=50, ge=1, le=500)
 
     spend_sync_interval_s: int = Field(default=60, gt=0)
     spend_window_s: int = Field(default=300, gt=0)

@@ -52,40 +52,65 @@ class CreditTask(Task):
     max_retries = None  # we count ourselves, so exhaustion dead-letters instead of failing
 
 
-def _run_guarded(task: Task, name: str, payload: Any, body: Callable[[], None]) -> None:
-    retries = task.request.retries or 0
+def settle(name: str, payload: Any, exc: Exception, retries: int, retry: Callable[[Exception, float], None]) -> None:
+    """The policy for one message whose work raised `exc`: dead-letter it, or have `retry` send it
+    again after a backoff. Raises if neither could be done, so the message stays in flight."""
     try:
-        try:
-            body()
-        except (Rejected, ValidationError) as exc:
+        if isinstance(exc, (Rejected, ValidationError)):
             dead_letters.store(name, payload, describe(exc), attempts=retries + 1)
-        except Retry:
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            log.exception("task failed unexpectedly")
+            return
+        if not is_transient(exc):
+            log.error("task failed unexpectedly", exc_info=exc)
             dead_letters.store(
                 name, payload, f"unexpected error: {type(exc).__name__}: {exc}"[:500],
-                error=traceback.format_exc(), attempts=retries + 1,
+                error="".join(traceback.format_exception(exc)), attempts=retries + 1,
             )
+            return
+    except Exception as failure:
+        if not is_transient(failure):
+            raise
+        exc = failure
+    if retries >= get_settings().task_max_retries:
+        try:
+            dead_letters.store(
+                name, payload, f"gave up after {retries + 1} attempts: {exc}"[:500],
+                error=str(exc), attempts=retries + 1,
+            )
+            return
+        except Exception:  # the database itself is down: keep the message in flight
+            log.warning("could not dead-letter; retrying later", exc_info=True)
+    countdown = backoff(retries)
+    log.warning("transient failure, retry %d in %.1fs: %s", retries + 1, countdown, exc)
+    retry(exc, countdown)
+
+
+def run_guarded(task: Task, name: str, payload: Any, body: Callable[[], None]) -> None:
+    retries = task.request.retries or 0
+
+    def retry(exc: Exception, countdown: float) -> None:
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from None
+
+    try:
+        body()
     except Retry:
         raise
     except Exception as exc:
-        if not is_transient(exc):
-            raise
-        if retries >= get_settings().task_max_retries:
-            try:
-                dead_letters.store(
-                    name, payload, f"gave up after {retries + 1} attempts: {exc}"[:500],
-                    error=str(exc), attempts=retries + 1,
-                )
-                return
-            except Exception:  # the database itself is down: keep the message in flight
-                log.warning("could not dead-letter; retrying later", exc_info=True)
-        countdown = backoff(retries)
-        log.warning("transient failure, retry %d in %.1fs: %s", retries + 1, countdown, exc)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from None
+        settle(name, payload, exc, retries, retry)
+
+
+def as_received(args: tuple[Any, ...] | list[Any], extra: dict[str, Any], event: Any) -> Any:
+    """What a dead letter keeps of a message: its event, or all its arguments when it has none."""
+    return event if event is not None else {"args": list(args), **extra}
+
+
+def the_event(args: tuple[Any, ...], extra: dict[str, Any], event: Any) -> dict[str, Any]:
+    """The one `event` keyword argument a wire task takes, or Rejected."""
+    if args or extra:
+        raise Rejected(f"the task takes exactly one keyword argument, event; got "
+                       f"{len(args)} positional and {sorted(extra)}")
+    if not isinstance(event, dict):
+        raise Rejected(f"event: must be a JSON object, got {type(event).__name__}")
+    return event
 
 
 def event_task(name: str) -> Callable[[Callable[[dict[str, Any]], None]], Task]:
@@ -99,14 +124,9 @@ def event_task(name: str) -> Callable[[Callable[[dict[str, Any]], None]], Task]:
         def run(self: Task, *args: Any, event: Any = None, **extra: Any) -> None:
             with bind(task_id=self.request.id, kind=name):
                 def body() -> None:
-                    if args or extra:
-                        raise Rejected(f"the task takes exactly one keyword argument, event; got "
-                                       f"{len(args)} positional and {sorted(extra)}")
-                    if not isinstance(event, dict):
-                        raise Rejected(f"event: must be a JSON object, got {type(event).__name__}")
-                    fn(event)
+                    fn(the_event(args, extra, event))
 
-                _run_guarded(self, name, event if event is not None else {"args": args, **extra}, body)
+                run_guarded(self, name, as_received(args, extra, event), body)
 
         return run
 
@@ -121,7 +141,7 @@ def beat_task(name: str) -> Callable[[Callable[[], Any]], Task]:
         @functools.wraps(fn)
         def run(self: Task) -> None:
             with bind(task_id=self.request.id, kind=name):
-                _run_guarded(self, name, {}, fn)
+                run_guarded(self, name, {}, fn)
 
         return run
 

@@ -46,6 +46,19 @@ def test_max_budget_is_absolute_and_repeatable(target):
         assert client.key_info(keys.key_hash(key)).info.max_budget == Decimal(value)
 
 
+def test_bulk_update_sets_each_budget_and_names_the_keys_it_refused(target):
+    made = []
+    for _ in range(2):
+        key, alias = _fresh()
+        client.generate_key(key, alias, "contract-user", Decimal("2"))
+        made.append(keys.key_hash(key))
+    unknown = "0" * 64
+    refused = client.set_max_budgets({made[0]: Decimal("12"), unknown: Decimal("5"), made[1]: Decimal("0.9")})
+    assert list(refused) == [unknown] and isinstance(refused[unknown], client.PermanentProxyError)
+    assert client.key_info(made[0]).info.max_budget == Decimal("12")
+    assert client.key_info(made[1]).info.max_budget == Decimal("0.9")
+
+
 def test_unknown_key_is_a_permanent_error(target):
     with pytest.raises(client.PermanentProxyError):
         client.key_info("0" * 64)

@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 COUNT_CAP = 10_000
+# /key/bulk_update refuses more keys than this in one request, as the real proxy does.
+BULK_UPDATE_MAX = 500
 
 
 def token(key: str) -> str:
@@ -155,6 +157,7 @@ class StandInProxy:
             ("POST", "/key/generate"): lambda: self._generate(body),
             ("GET", "/key/info"): lambda: self._info(query),
             ("POST", "/key/update"): lambda: self._update(body),
+            ("POST", "/key/bulk_update"): lambda: self._bulk_update(body),
             ("GET", "/key/list"): lambda: self._list(query),
             ("GET", "/spend/logs/v2"): lambda: self._spend_logs(query),
             ("GET", "/spend/logs/ui"): lambda: self._spend_logs(query),
@@ -209,6 +212,22 @@ class StandInProxy:
             if field in body:
                 key[field] = body[field]
         return 200, dict(key)
+
+    def _bulk_update(self, body: dict[str, Any]) -> tuple[int, Any]:
+        items = body.get("keys")
+        if not isinstance(items, list) or not items:
+            return 400, {"error": {"message": "No keys provided for update"}}
+        if len(items) > BULK_UPDATE_MAX:
+            return 400, {"error": {"message": f"Maximum {BULK_UPDATE_MAX} keys can be updated at once. "
+                                              f"Found {len(items)} keys."}}
+        done, failed = [], []
+        for item in items:
+            status, payload = self._update(item)
+            if status == 200:
+                done.append({"key": item["key"], "key_info": payload})
+            else:
+                failed.append({"key": item.get("key"), "key_info": None, "failed_reason": payload["detail"]["error"]})
+        return 200, {"total_requested": len(items), "successful_updates": done, "failed_updates": failed}
 
     def _list(self, query: dict[str, str]) -> tuple[int, Any]:
         alias = query.get("key_alias")
