@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tasks.payment import payment
@@ -72,16 +73,21 @@ def test_a_failed_push_keeps_the_credit_and_the_retry_pushes_it(proxy):
     assert pushed() == {USERS[0]: Decimal(12), USERS[1]: Decimal(12)}
 
 
-def test_a_key_the_proxy_refuses_fails_only_its_own_payments(proxy):
+@pytest.mark.parametrize("unknown_key_costs_s", [0.0, 3.0], ids=["answered", "past-the-timeout"])
+def test_a_key_the_proxy_refuses_fails_only_its_own_payments(proxy, unknown_key_costs_s):
+    """The real proxy can take seconds over an unknown key in a bulk update; past the client's
+    timeout (2 s in tests) the keys go one by one, with the same outcome."""
     _signups()
     with session_scope() as session:
         gone = session.get(Account, USERS[1]).key_hash
     with proxy.lock:
         del proxy.keys[gone]  # deleted on the proxy by hand
+    proxy.bulk_unknown_s = unknown_key_costs_s
     outcomes = apply_payment_batch([pay("a-1", user_id=USERS[0]), pay("b-1", user_id=USERS[1])])
     assert outcomes[0] is None and isinstance(outcomes[1], PermanentProxyError)
     assert "Key not found" in str(outcomes[1])
     assert budgets(proxy)[0] == 12 and len(entries("payment")) == 2
+    assert pushed()[USERS[0]] == Decimal(12)
 
 
 def test_each_message_of_a_batch_is_settled_on_its_own(proxy, redis_client):

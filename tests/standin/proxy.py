@@ -3,7 +3,9 @@
 Rules kept (see ../shared/litellm-api.md): keys stored as sha256 tokens, unique aliases (400),
 custom keys must start with sk-, absolute max_budget, the budget check before a call (the call
 that crosses still succeeds, the next gets 422), spend logs paged by offset newest first with
-inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10,000.
+inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10,000, and an
+unknown key in /key/bulk_update costing `bulk_unknown_s` (the real proxy retries its lookup with
+backoff: 0.8-2.6 s a key there).
 Faults for tests: `mode` = "ok" | "error" (HTTP 500) | "hang" (sleeps past client timeouts),
 `fail_after` = N (serve N more requests, then switch to mode "error"),
 and `stop()`/`start()` to refuse connections on the same port.
@@ -42,6 +44,7 @@ class StandInProxy:
         self.hang_s = hang_s
         self.mode = "ok"
         self.fail_after: int | None = None
+        self.bulk_unknown_s = 1.0
         self.keys: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
         self.logs: list[tuple[float, str, dict[str, Any]]] = []  # sorted by (startTime, request_id)
@@ -89,6 +92,7 @@ class StandInProxy:
         with self.lock:
             self.mode = "ok"
             self.fail_after = None
+            self.bulk_unknown_s = 1.0
             self.keys.clear()
             self.aliases.clear()
             self.logs.clear()
@@ -167,6 +171,8 @@ class StandInProxy:
             return self._send(handler, 404, {"detail": "Not Found"})
         with self.lock:
             status, payload = route()
+        if url.path == "/key/bulk_update" and status == 200:
+            time.sleep(self.bulk_unknown_s * len(payload["failed_updates"]))
         self._send(handler, status, payload)
 
     @staticmethod
