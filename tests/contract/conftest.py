@@ -23,6 +23,9 @@ def target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
             pytest.skip("REAL_LITELLM_URL is not set")
         monkeypatch.setenv("LITELLM_BASE_URL", REAL_URL)
         monkeypatch.setenv("LITELLM_MASTER_KEY", REAL_KEY)
+        # The shipped default, not the tests' 2 s: the real proxy shares the machine with CI and
+        # takes seconds over some requests (an unknown key in /key/bulk_update).
+        monkeypatch.setenv("PROXY_TIMEOUT_S", "10")
     else:
         standin = request.getfixturevalue("proxy")
         monkeypatch.setenv("LITELLM_BASE_URL", standin.url)
