@@ -165,7 +165,7 @@ class QoS(redis.QoS):
     def acks_together(self) -> Iterator[None]:
         """Acks made inside go to Redis in one round trip at the end (a batch's messages are
         acked together). If the worker dies first, they were not acked: they come back."""
-        if self._acks is not None:
+        if self._acks is not None or self._lost():
             yield
             return
         with self.pipe_or_acquire() as pipe:
@@ -174,9 +174,23 @@ class QoS(redis.QoS):
                 yield
             finally:
                 self._acks = None
-                pipe.execute()
+                try:
+                    pipe.execute()
+                except Exception as exc:  # noqa: BLE001 - a half-closed connection raises anything
+                    log.warning("a batch's acks did not reach the broker (%s: %s); its messages come "
+                                "back after the visibility timeout and change nothing", type(exc).__name__, exc)
+
+    def _lost(self) -> bool:
+        # A lost connection closes the channel and leaves it without one; a task that finished
+        # meanwhile is acked after the reconnect on that old channel, where kombu would build a
+        # client from nothing and raise AttributeError, which stops the worker.
+        return self.channel.connection is None
 
     def ack(self, delivery_tag: str) -> None:
+        if self._lost():
+            log.warning("a message finished after the broker connection it came on was lost: not "
+                        "acknowledged; it comes back after the visibility timeout and changes nothing")
+            return virtual.QoS.ack(self, delivery_tag)
         if self._acks is None:
             return super().ack(delivery_tag)
         self._remove_from_indices(delivery_tag, self._acks)
