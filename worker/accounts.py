@@ -33,7 +33,10 @@ def ensure_account(session: Session, user_id: str, email: str | None = None) -> 
             key_encrypted=keys.encrypt(key),
             key_status="pending",
         )
-        .on_conflict_do_nothing(index_elements=["user_id"])
+        # No conflict target: two creators of one new account can each pass the user_id check
+        # and then meet on key_alias (unique too, and derived from the user id), which a
+        # user_id target does not cover and PostgreSQL raises as an IntegrityError.
+        .on_conflict_do_nothing()
         .returning(Account.user_id)
     ).scalar() is not None
     if email:
