@@ -133,7 +133,3 @@ def _provision(account: Account, total: Decimal) -> None:
             proxy.set_max_budget(account.key_hash, total)
     account.key_status = "active"
     log.info("key provisioned", extra={"user_id": account.user_id, "max_budget": str(total)})
-
-
-def get_account(session: Session, user_id: str) -> Account | None:
-    return session.get(Account, user_id)
