@@ -54,9 +54,9 @@ REAL_LOW_SECONDS = 20
 def provision(users: list[str], threads: int = 8) -> None:
     """Signup grant and key for each user, in this process (not timed)."""
     from schemas.events import SignupEvent
-    from worker.accounts import sync_key
+    from worker.credits.accounts import sync_key
+    from worker.credits.payments import apply_signup
     from worker.db import session_scope
-    from worker.payments import apply_signup
 
     now = datetime.now(UTC)
 
@@ -364,7 +364,7 @@ def main() -> None:
     notes.append(f"latency runs start after {WARM_UP} untimed warm-up payments per worker start; each timed payment is "
                  "the only one of its account; latency = accounts.budget_pushed_at (set once the proxy answered "
                  "/key/update) minus the publish time; per-event timeline in the JSON")
-    notes.append("task mean: the run time Celery logs per message; payments run in batches (worker.batches), and "
+    notes.append("task mean: the run time Celery logs per message; payments run in batches (worker.delivery), and "
                  "each message of a batch logs the batch's time")
     notes.append("workers: `celery -A worker.app worker -Q payments -c 1 -l INFO`, one per process; stand-in proxy "
                  "(tests/standin/proxy.py) in its own process; producer, workers, PostgreSQL and Redis share the cores")

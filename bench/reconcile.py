@@ -4,7 +4,7 @@
 
 The accounts (active keys, a signup grant and one payment each) are written in bulk and their
 keys made on the stand-in proxy (its own process) before anything is timed; then `--drift` keys
-get a wrong max_budget on the proxy. Timed: `worker.reconcile.reconcile(fix=False)` (a report
+get a wrong max_budget on the proxy. Timed: `worker.credits.reconcile.reconcile(fix=False)` (a report
 only), then `reconcile(fix=True)` (which repairs the drifted keys), then a second fix pass that
 finds nothing. Requests are counted by the stand-in, by endpoint; SQL statements by SQLAlchemy.
 """
@@ -27,7 +27,7 @@ from bench import common
 
 def populate(base_url: str, n: int) -> list[str]:
     """n active accounts with a grant of 2 and a payment credit of 10; keys made on the proxy."""
-    from worker import keys
+    from worker.credits import keys
     from worker.db import session_scope
     from worker.models import Account, LedgerEntry
 
@@ -75,7 +75,7 @@ def drift(base_url: str, users: list[str], n: int) -> list[str]:
 
 
 def timed(base_url: str, fix: bool, n: int, statements: list[int]) -> dict[str, Any]:
-    from worker.reconcile import reconcile
+    from worker.credits.reconcile import reconcile
 
     httpx.post(f"{base_url}/_bench/reset", timeout=5)
     statements[0] = 0

@@ -10,12 +10,12 @@ failed call with spend 0). Every measurement runs in a fresh child process that 
 worker as a pool child does, on a freshly migrated database holding the 10,000 accounts, so its
 peak RSS (VmHWM) is its own. Measured, at each size:
 
-- ours: `worker.spend_sync.sync()` over the whole history (windows of SPEND_WINDOW_S, pages of
+- ours: `worker.spend.sync.sync()` over the whole history (windows of SPEND_WINDOW_S, pages of
   1,000, the defaults), then no-news runs after it: one a minute later (re-reading the 15-minute
   look-back, every row already stored) and, once the proxy has been quiet for longer than the
   look-back, the median of five more.
-- fetch only: the same windows and pages fetched and decoded by worker.spend_fetch, nothing written.
-- write only: the same rows, built in memory, written page by page with worker.spend_ingest.write_page
+- fetch only: the same windows and pages fetched and decoded by worker.spend.fetch, nothing written.
+- write only: the same rows, built in memory, written page by page with worker.spend.ingest.write_page
   (one transaction a page, as the sync does); and the raw PostgreSQL limits for the spend_logs
   rows: COPY, and executemany INSERT ... ON CONFLICT DO NOTHING.
 - seed "whole log": every run pages through the whole log from the first row, keeps it all in
@@ -63,7 +63,7 @@ def history_for(size: int, accounts: int) -> History:
 def prepare_database(history: History) -> None:
     from sqlalchemy import insert
 
-    from worker import keys
+    from worker.credits import keys
     from worker.db import dispose_engine, session_scope
     from worker.models import Account
 
@@ -138,7 +138,7 @@ def _result(**figures: Any) -> None:
 
 def _span(history: History) -> tuple[datetime, datetime]:
     """What the first run reads: the configured start up to (now - settle)."""
-    from worker.spend_windows import whole_second
+    from worker.spend.windows import whole_second
 
     now = _now(history)
     return whole_second(datetime.fromtimestamp((history.t0_ms - 1000) / 1000, UTC)), whole_second(
@@ -168,8 +168,8 @@ def _stored() -> tuple[int, int]:
 
 def child_ours(history: History) -> None:
     import tasks.spend  # noqa: F401 - load what a worker's pool child has loaded
-    import worker.alerts  # noqa: F401 - imported by the first run otherwise, inside the timing
-    from worker.spend_sync import sync
+    import worker.alerts.checks  # noqa: F401 - imported by the first run otherwise, inside the timing
+    from worker.spend.sync import sync
 
     rss_before = common.rss_mb()
     now = _now(history)
@@ -261,7 +261,7 @@ def _analyze() -> None:
 
 def _pages(window: Any, size: int) -> Any:
     """Every page of a window, as the sync pages it (until a short page)."""
-    from worker.spend_fetch import fetch_page, is_last
+    from worker.spend.fetch import fetch_page, is_last
 
     number = 1
     while True:
@@ -275,7 +275,7 @@ def _pages(window: Any, size: int) -> Any:
 def child_fetch(history: History) -> None:
     import tasks.spend  # noqa: F401
     from worker.settings import get_settings
-    from worker.spend_windows import windows
+    from worker.spend.windows import windows
 
     start, end = _span(history)
     s = get_settings()
@@ -293,7 +293,7 @@ def _model_pages(history: History) -> Any:
     """The rows of each page the sync would store, built in memory (no JSON, no HTTP)."""
     from schemas.proxy import SpendLogRow
     from worker.settings import get_settings
-    from worker.spend_windows import windows
+    from worker.spend.windows import windows
 
     start, end = _span(history)
     s = get_settings()
@@ -315,7 +315,7 @@ def _model_pages(history: History) -> Any:
 def child_write(history: History) -> None:
     import tasks.spend  # noqa: F401
     from worker.db import session_scope
-    from worker.spend_ingest import write_page
+    from worker.spend.ingest import write_page
 
     written = pages = 0
     spent = 0.0
@@ -334,7 +334,7 @@ def child_raw_insert(history: History) -> None:
     import psycopg
 
     from worker.settings import get_settings
-    from worker.spend_ingest import money
+    from worker.spend.ingest import money
 
     url = get_settings().database_url.replace("postgresql+psycopg://", "postgresql://")
     columns = "request_id, api_key, user_id, model, spend, prompt_tokens, completion_tokens, status, start_time"
@@ -366,7 +366,7 @@ def child_raw_insert(history: History) -> None:
 
 def _seed_write(rows: list[Any]) -> int:
     from worker.db import session_scope
-    from worker.spend_ingest import write_page
+    from worker.spend.ingest import write_page
 
     inserted = 0
     for i in range(0, len(rows), 1000):
@@ -378,7 +378,7 @@ def _seed_write(rows: list[Any]) -> int:
 def child_seed_whole_log(history: History) -> None:
     """Every run: page through the whole log, hold it, keep what is newer than the last run."""
     import tasks.spend  # noqa: F401
-    from worker.spend_windows import Window
+    from worker.spend.windows import Window
 
     resource.setrlimit(resource.RLIMIT_AS, (SEED_MEMORY_LIMIT, SEED_MEMORY_LIMIT))
     start, end = _span(history)
@@ -406,8 +406,8 @@ def child_seed_whole_days(history: History) -> None:
     """Every run: re-read each whole UTC day from the last run's day to today."""
     import tasks.spend  # noqa: F401
     from worker.db import session_scope
-    from worker.spend_ingest import write_page
-    from worker.spend_windows import Window
+    from worker.spend.ingest import write_page
+    from worker.spend.windows import Window
 
     resource.setrlimit(resource.RLIMIT_AS, (SEED_MEMORY_LIMIT, SEED_MEMORY_LIMIT))
     start, end = _span(history)

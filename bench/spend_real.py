@@ -8,7 +8,7 @@ REAL_LITELLM_KEY, default sk-master-1234) and its database (REAL_LITELLM_DB, def
 postgresql://litellm:litellm@127.0.0.1:5432/litellm_real). `--rows` rows in the real row shape
 (bench/spend_rows.py: 2.5 a second, over 10,000 bench accounts, one in ten on a key not ours) are
 COPYed straight into its "LiteLLM_SpendLogs", in an hour range of 2025 that holds no other row,
-with request ids starting `benchreal-`; then `worker.spend_sync.sync()` reads them through the
+with request ids starting `benchreal-`; then `worker.spend.sync.sync()` reads them through the
 proxy's /spend/logs/v2 into the bench database; then every `benchreal-` row is deleted again.
 
 Waiting on the proxy is the summed duration of the page requests (worker.proxy observers: request
@@ -81,7 +81,7 @@ def prepare_accounts(history: History) -> None:
     from sqlalchemy import insert
 
     from bench.spend_rows import bench_key
-    from worker import keys
+    from worker.credits import keys
     from worker.db import session_scope
     from worker.models import Account
 
@@ -139,9 +139,9 @@ def main() -> None:
 
 def measure(history: History) -> dict[str, Any]:
     import tasks.spend  # noqa: F401 - what a worker's pool child has loaded
-    import worker.alerts  # noqa: F401
+    import worker.alerts.checks  # noqa: F401
     from worker import proxy
-    from worker.spend_sync import sync
+    from worker.spend.sync import sync
 
     requests: list[float] = []
 

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from worker import webhook
+from worker.alerts import webhook
+from worker.delivery.policy import event_task
 from worker.logs import add_context
-from worker.task_base import event_task
 
 
 @event_task("ops.alert_webhook")

@@ -1,19 +1,19 @@
 """`events.payment` and `events.refund` on queue `payments`: a ledger entry, then the key's new budget.
 
-Payments run in batches (worker.batches): the worker hands the ones waiting to the pool together.
+Payments run in batches (worker.delivery.batching): the worker hands the ones waiting to the pool together.
 """
 
 from typing import Any
 
 from schemas.events import RefundEvent
-from worker.accounts import sync_key
-from worker.alerts import check_alerts
-from worker.batches import batch_event_task
+from worker.alerts.checks import check_alerts
+from worker.credits.accounts import sync_key
+from worker.credits.payment_batch import apply_payment_batch
+from worker.credits.payments import apply_refund, check_signature
 from worker.db import session_scope
+from worker.delivery.batching import batch_event_task
+from worker.delivery.policy import event_task
 from worker.logs import add_context
-from worker.payment_batch import apply_payment_batch
-from worker.payments import apply_refund, check_signature
-from worker.task_base import event_task
 
 
 def _about(event: Any) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 import logging
 
+from worker.credits.reconcile import reconcile
 from worker.db import session_scope, try_advisory_xact_lock
-from worker.reconcile import reconcile
-from worker.task_base import beat_task
+from worker.delivery.policy import beat_task
 
 log = logging.getLogger(__name__)
 # Arbitrary but fixed; distinct from Settings.spend_lock_id.

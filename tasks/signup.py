@@ -3,11 +3,11 @@
 from typing import Any
 
 from schemas.events import SignupEvent
-from worker.accounts import sync_key
+from worker.credits.accounts import sync_key
+from worker.credits.payments import apply_signup
 from worker.db import session_scope
+from worker.delivery.policy import event_task
 from worker.logs import add_context
-from worker.payments import apply_signup
-from worker.task_base import event_task
 
 
 @event_task("events.signup")

@@ -4,8 +4,8 @@ A run that finds another one holding the lock returns at once; a proxy or databa
 retried by the task policy, and the next run re-reads from the cursor anyway.
 """
 
-from worker import spend_sync
-from worker.task_base import beat_task
+from worker.delivery.policy import beat_task
+from worker.spend import sync as spend_sync
 
 
 @beat_task("spend.sync")

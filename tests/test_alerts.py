@@ -17,11 +17,14 @@ from tasks.payment import payment, refund
 from tasks.signup import signup
 from tests.conftest import TEST_ENV
 from tests.fixtures import wait_for
-from worker import alert_stream, alerts, keys, ledger, spend_sync
+from worker.alerts import checks as alerts
+from worker.alerts import stream as alert_stream
+from worker.credits import keys, ledger
 from worker.db import session_scope
 from worker.models import Account, BalanceAlert
 from worker.producer import publish_payment, publish_refund, publish_signup
 from worker.settings import get_settings
+from worker.spend import sync as spend_sync
 
 USER = "dana@example.com"
 AT = "2026-11-20T10:00:00Z"

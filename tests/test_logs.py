@@ -6,7 +6,7 @@ import json
 import logging
 
 from tests.fixtures import wait_for
-from worker import ledger
+from worker.credits import ledger
 from worker.db import session_scope
 from worker.logs import JsonFormatter, Redact, TextFormatter, bind
 from worker.models import DeadLetter

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from tests.conftest import _free_port
 from tests.fixtures import wait_for
-from worker import ledger
+from worker.credits import ledger
 from worker.db import session_scope
 from worker.metrics import LedgerCollector
 from worker.models import DeadLetter

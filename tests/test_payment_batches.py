@@ -12,10 +12,10 @@ from sqlalchemy import select
 from tasks.payment import payment
 from tasks.signup import signup
 from tests.test_payments import entries, letters, pay
+from worker.credits.payment_batch import apply_payment_batch
 from worker.db import session_scope
 from worker.errors import Rejected
 from worker.models import Account
-from worker.payment_batch import apply_payment_batch
 from worker.proxy import PermanentProxyError, TransientProxyError
 
 USERS = ["ann@example.com", "ben@example.com"]

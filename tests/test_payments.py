@@ -13,9 +13,11 @@ from sqlalchemy import select, text
 from tasks.payment import payment, refund
 from tasks.signup import signup
 from tests.fixtures import wait_for
-from worker import dead_letters, ledger, signing
-from worker.accounts import sync_key
+from worker import signing
+from worker.credits import ledger
+from worker.credits.accounts import sync_key
 from worker.db import session_scope
+from worker.delivery import dead_letters
 from worker.models import Account, DeadLetter, LedgerEntry
 from worker.producer import publish_payment
 from worker.settings import get_settings

@@ -12,13 +12,13 @@ from tasks.payment import payment
 from tasks.reconcile import RECONCILE_LOCK_ID, reconcile_task
 from tasks.signup import signup
 from tests.fixtures import wait_for
-from worker import ledger
-from worker.accounts import ensure_account
 from worker.app import ROUTES, app
 from worker.cli.main import app as cli
+from worker.credits import ledger
+from worker.credits.accounts import ensure_account
+from worker.credits.reconcile import Drift, reconcile
 from worker.db import session_scope, try_advisory_xact_lock
 from worker.models import Account
-from worker.reconcile import Drift, reconcile
 
 NOW = "2026-11-20T10:00:00Z"
 
@@ -164,7 +164,7 @@ def test_spend_not_yet_synced_is_explained_by_the_settle_window(proxy):
     """Rows after the sync cursor are the settle window at work, not a mismatch; a gap before it is."""
     from datetime import timedelta
 
-    from worker import spend_sync
+    from worker.spend import sync as spend_sync
 
     ann, bob = signup_user("ann"), signup_user("bob")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

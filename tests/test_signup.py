@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from schemas.events import SignupEvent
 from tasks.signup import signup
 from tests.fixtures import wait_for
-from worker import keys, ledger
-from worker.accounts import ensure_account
+from worker.credits import keys, ledger
+from worker.credits.accounts import ensure_account
 from worker.db import session_scope
 from worker.models import DeadLetter, LedgerEntry
 from worker.producer import publish_signup
@@ -82,7 +82,7 @@ def test_producer_rejects_bad_input_before_enqueueing(redis_client):
 def test_retry_after_key_generated_but_not_committed_adopts_the_key(proxy):
     """A worker that died after /key/generate and before committing: the retry must not make a second key."""
     with session_scope() as session:
-        from worker.payments import apply_signup
+        from worker.credits.payments import apply_signup
 
         apply_signup(session, SignupEvent.model_validate(EVENT))
     from worker.models import Account

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from tests.conftest import MASTER_KEY, TEST_ENV
 from tests.fixtures import wait_for
-from worker import keys, ledger
+from worker.credits import keys, ledger
 from worker.db import session_scope
 from worker.models import Account
 from worker.producer import publish_signup

@@ -18,13 +18,15 @@ from sqlalchemy import func, select, text
 from tests.fixtures import wait_for
 from tests.standin.proxy import token
 from worker import proxy as proxy_client
-from worker import spend_fetch, spend_read, spend_runs
 from worker.db import session_scope
 from worker.models import Account, LedgerEntry, SpendLog, SpendSyncRun
 from worker.proxy import TransientProxyError
 from worker.settings import get_settings
-from worker.spend_ingest import money
-from worker.spend_sync import sync
+from worker.spend import fetch as spend_fetch
+from worker.spend import read as spend_read
+from worker.spend import runs as spend_runs
+from worker.spend.ingest import money
+from worker.spend.sync import sync
 
 BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=120)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import wait_for
-from worker import ledger
+from worker.credits import ledger
 from worker.db import session_scope
 from worker.models import Account, DeadLetter
 

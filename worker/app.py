@@ -37,7 +37,7 @@ def make_app() -> Celery:
     app.conf.update(
         broker_url=s.redis_url,
         # Our Redis transport dead-letters garbage instead of letting it crash the consumer.
-        broker_transport="worker.broker:Transport",
+        broker_transport="worker.delivery.broker:Transport",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         # Unacked messages come back after this; every retry countdown stays far below it, or a
@@ -60,7 +60,7 @@ def make_app() -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         # Enough unacked messages in hand for one batch in the pool and the next one forming
-        # (worker.batches); each is still acked only after its own work.
+        # (worker.delivery.batching); each is still acked only after its own work.
         worker_prefetch_multiplier=2 * s.event_batch_size,
         task_ignore_result=True,
         result_backend=None,
@@ -69,7 +69,7 @@ def make_app() -> Celery:
         task_send_sent_event=True,
         task_track_started=True,
         worker_hijack_root_logger=False,
-        worker_consumer="worker.consumer:Consumer",
+        worker_consumer="worker.delivery.consumer:Consumer",
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule={
             "spend-sync": {
@@ -118,7 +118,7 @@ def _before_pool(instance: object = None, **_: object) -> None:
 
         instance.quiet = True
         configure()
-    from worker.alerts import thresholds
+    from worker.alerts.checks import thresholds
 
     try:
         thresholds()  # a bad ALERT_THRESHOLDS stops start-up here, not at the first payment

@@ -19,7 +19,7 @@ _sessions: sessionmaker[Session] | None = None
 # A pooled connection idle longer than this is pinged before it is handed out. One used moments
 # ago is not: a ping on every checkout was a round trip per unit of work, four per payment. If
 # the server went away in between, the statement fails, SQLAlchemy invalidates the pool, and the
-# task retries (worker.task_base treats an invalidated connection as transient).
+# task retries (worker.delivery.policy treats an invalidated connection as transient).
 PING_IF_IDLE_S = 2.0
 
 

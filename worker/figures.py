@@ -13,7 +13,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, text
 
 # Dead-letter reasons are free text; metrics group them into these few kinds so label values
-# stay bounded. The prefixes are the ones worker.task_base, worker.consumer and worker.broker write.
+# stay bounded. The prefixes are the ones worker.delivery's policy, consumer and broker write.
 _REASON_KIND = """
 CASE
     WHEN reason LIKE 'gave up after %' THEN 'retries_exhausted'

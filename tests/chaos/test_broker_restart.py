@@ -67,7 +67,8 @@ def kill_and_restart(server: PrivateRedis) -> dict[str, int]:
 
 def reconnected(pool) -> int:
     """Workers whose log shows a second 'Connected to' line after the broker came back."""
-    return sum(1 for path in pool.logs if path.read_text(errors="replace").count("Connected to worker.broker") >= 2)
+    marker = "Connected to worker.delivery.broker"
+    return sum(1 for path in pool.logs if path.read_text(errors="replace").count(marker) >= 2)
 
 
 def test_redis_with_aof_killed_and_restarted_mid_burst(pool, chaos_proxy, redis_aof):

@@ -53,7 +53,7 @@ def test_no_secret_in_debug_logs_or_database_through_proxy_errors_that_echo_the_
         assert_no_secrets(pool, DB)
     except AssertionError as exc:
         leaked_before_replay = str(exc)
-    from worker import dead_letters
+    from worker.delivery import dead_letters
 
     for letter in letters:
         dead_letters.replay(letter["id"])

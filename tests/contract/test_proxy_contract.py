@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.waiting import wait_for
-from worker import keys
 from worker import proxy as client
+from worker.credits import keys
 from worker.settings import get_settings
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.fixtures import wait_for
 from tests.real.conftest import chat
-from worker import keys
 from worker import proxy as client
+from worker.credits import keys
 from worker.db import session_scope
 from worker.models import Account
 from worker.producer import publish_payment, publish_signup

@@ -11,10 +11,11 @@ import pytest
 from tests.fixtures import wait_for
 from tests.real.conftest import chat
 from tests.real.test_real_events import _key_of, _pay, _signup
-from worker import keys, ledger, reconcile, spend_sync
 from worker import proxy as client
+from worker.credits import keys, ledger, reconcile
 from worker.db import session_scope
-from worker.spend_windows import as_query
+from worker.spend import sync as spend_sync
+from worker.spend.windows import as_query
 
 pytestmark = pytest.mark.real_proxy
 

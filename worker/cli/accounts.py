@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def balance(user_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
         """The account's row of the account_balances view."""
-        from worker import ledger
+        from worker.credits import ledger
         from worker.db import session_scope
 
         with session_scope() as session:
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     @friendly
     def key(user_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
         """Reveal the user's virtual key (decrypted) and its state, for ops."""
-        from worker import keys
+        from worker.credits import keys
         from worker.db import session_scope
         from worker.models import Account
 

@@ -29,8 +29,8 @@ def list_(
     json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Dead letters, newest first."""
-    from worker import dead_letters
     from worker.db import session_scope
+    from worker.delivery import dead_letters
 
     with session_scope() as session:
         rows = [_row(d) for d in dead_letters.list_open(session, limit, status)]
@@ -56,7 +56,7 @@ def show(letter_id: int, json: bool = typer.Option(False, "--json", help="Print 
 @friendly
 def replay(letter_id: int) -> None:
     """Re-enqueue the stored event under its task name (after fixing the cause)."""
-    from worker import dead_letters
+    from worker.delivery import dead_letters
 
     task = dead_letters.replay(letter_id)
     typer.echo(f"dead letter {letter_id} re-enqueued as {task}")
@@ -66,7 +66,7 @@ def replay(letter_id: int) -> None:
 @friendly
 def discard(letter_id: int) -> None:
     """Mark a dead letter as dealt with, without applying it."""
-    from worker import dead_letters
+    from worker.delivery import dead_letters
 
     dead_letters.discard(letter_id)
     typer.echo(f"dead letter {letter_id} discarded")

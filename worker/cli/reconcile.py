@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Check every key's max_budget and spend against the ledger (differences are reported, exit 0)."""
-        from worker.reconcile import reconcile as run
+        from worker.credits.reconcile import reconcile as run
 
         report = run(fix=fix)
         if json:

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Read spend logs from the proxy now (the beat task's job), or backfill a range."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from worker.spend_sync import sync
+        from worker.spend.sync import sync
 
         since, until = parse_time(start, "--from"), parse_time(end, "--to")
         if since and until and since >= until:

@@ -33,7 +33,7 @@ def workers_seen(timeout: float) -> list[str]:
 def spend_sync(session: Any, fallback: Any) -> dict[str, Any]:
     """The spend sync's own status when its module is there; else the cursor read from the table."""
     try:
-        from worker.spend_runs import status
+        from worker.spend.runs import status
     except ImportError:
         status = None
     if status is not None:

@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from worker import keys, ledger, proxy
+from worker import proxy
+from worker.credits import keys, ledger
 from worker.db import session_scope
 from worker.errors import Rejected
 from worker.models import Account

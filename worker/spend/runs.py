@@ -15,8 +15,8 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.models import Account, SpendSyncRun
-from worker.spend_ingest import Counts
-from worker.spend_windows import whole_second
+from worker.spend.ingest import Counts
+from worker.spend.windows import whole_second
 
 # Runs are recorded every minute; a month of them is plenty to read the recent history.
 KEEP_RUNS = timedelta(days=30)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from worker import spend_runs
 from worker.db import session_scope
 from worker.settings import get_settings
-from worker.spend_fetch import fetch_page, is_last, prefetch
-from worker.spend_ingest import Counts, stored_between, write_page
-from worker.spend_windows import Window, too_large
+from worker.spend import runs as spend_runs
+from worker.spend.fetch import fetch_page, is_last, prefetch
+from worker.spend.ingest import Counts, stored_between, write_page
+from worker.spend.windows import Window, too_large
 
 log = logging.getLogger(__name__)
 # Reads of one window before it is accepted short of the proxy's count (the look-back of the

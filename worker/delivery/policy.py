@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.events import describe
-from worker import dead_letters
 from worker.app import app
+from worker.delivery import dead_letters
 from worker.errors import NotYet, Rejected
 from worker.logs import bind
 from worker.proxy import TransientProxyError

@@ -119,7 +119,7 @@ def _is_time(value: Any) -> bool:
 
 
 def _dead_letter(queue: str, raw: bytes | str, reason: str) -> None:
-    from worker import dead_letters
+    from worker.delivery import dead_letters
 
     try:
         dead_letters.store(f"queue:{queue}", raw[: 64 * 1024], reason)

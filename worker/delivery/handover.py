@@ -1,4 +1,4 @@
-"""Main process: a batched task's runnable messages go to the pool together (see worker.batches).
+"""Main process: a batched task's runnable messages go to the pool together (see worker.delivery.batching).
 
 Celery's strategy receives each message (events, logs, ETA) and hands it here instead of to the
 pool. While a batch runs, what arrives waits; when it returns, the waiting messages go as the
@@ -94,11 +94,11 @@ class Batcher:
 
 
 def _acks_together(batch: list[Any]) -> Any:
-    """One Redis round trip for the batch's acks, where the transport can (worker.broker)."""
+    """One Redis round trip for the batch's acks, where the transport can (worker.delivery.broker)."""
     qos = getattr(getattr(batch[0].message, "channel", None), "qos", None)
     return qos.acks_together() if hasattr(qos, "acks_together") else nullcontext()
 
 
 def run_batch(name: str, items: list[Item]) -> list[str]:
-    """The pool process's job: the task's run_batch (worker.batches) on these messages."""
+    """The pool process's job: the task's run_batch (worker.delivery.batching) on these messages."""
     return app.tasks[name].run_batch(items)

@@ -11,7 +11,7 @@ log = get_logger(__name__)
 
 
 def _store(message: Any, reason: str) -> None:
-    from worker import dead_letters
+    from worker.delivery import dead_letters
 
     headers = getattr(message, "headers", None) or {}
     name = headers.get("task") if isinstance(headers, dict) else None
@@ -41,7 +41,7 @@ class Consumer(CeleryConsumer):
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's handler, but a message it raises on is dead-lettered instead of crashing the
-        worker (worker.broker refuses malformed envelopes first; this is the net behind it)."""
+        worker (worker.delivery.broker refuses malformed envelopes first; this is the net behind it)."""
         handle = super().create_task_handler(*args, **kwargs)
 
         def on_task_received(message: Any) -> Any:

@@ -3,7 +3,7 @@
 Each run covers (cursor - look-back) .. (now - settle) in windows, oldest first. A window is
 paged newest first until a short page; each page is written (and committed) before the next is
 fetched, so memory holds one page whatever the history. The cursor moves in the transaction of
-a window's last page (worker.spend_read): a crash leaves it at the last complete window, and the
+a window's last page (worker.spend.read): a crash leaves it at the last complete window, and the
 next run re-reads from there, every row deduped by request_id. One run at a time, by an advisory
 lock.
 """
@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from worker import spend_runs
 from worker.db import engine, session_scope
 from worker.settings import get_settings
-from worker.spend_fetch import drop_prefetch
-from worker.spend_ingest import Counts
-from worker.spend_read import read_window
-from worker.spend_windows import Window, whole_second, windows
+from worker.spend import runs as spend_runs
+from worker.spend.fetch import drop_prefetch
+from worker.spend.ingest import Counts
+from worker.spend.read import read_window
+from worker.spend.windows import Window, whole_second, windows
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, float], None]  # (seconds of the span done, seconds in the span)
@@ -72,7 +72,7 @@ def sync(*, now: datetime | None = None, start: datetime | None = None, end: dat
         result = _run(now or datetime.now(UTC), start, end, progress)
         # Still under the lock, every page committed: accounts just debited may have crossed an
         # alert threshold. Its watermark also catches up usage of an earlier run that failed.
-        from worker.alerts import check_new_usage
+        from worker.alerts.checks import check_new_usage
 
         check_new_usage()
         return result

@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.events import PaymentEvent
-from worker.accounts import sync_keys
-from worker.alerts import check_alerts, credit_may_rearm
+from worker.alerts.checks import check_alerts, credit_may_rearm
+from worker.credits.accounts import sync_keys
+from worker.credits.payments import apply_payments, check_signature
 from worker.db import session_scope
 from worker.errors import Rejected
-from worker.payments import apply_payments, check_signature
 
 
 def apply_payment_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception | None]:

@@ -2,14 +2,14 @@
 
 Each message stays an ordinary Celery task message: it is received, reported to Flower, acked
 after its work and given back if its process dies, one by one, exactly as Celery does for any
-task. Only the hand-over differs (worker.batch_handover): while a batch runs, messages that
+task. Only the hand-over differs (worker.delivery.handover): while a batch runs, messages that
 arrive wait in the main process and go to the pool together when it returns (at most
 EVENT_BATCH_SIZE at a time). Nothing waits for a timer, so a lone message starts at once. A
 message with a countdown (a retry) and a call in-process (`task.apply`) run on their own,
 through the same service function.
 
 The service takes a list of events and returns, per event, the exception its work raised or
-None; worker.task_base.settle applies the usual policy to each, in the pool process.
+None; worker.delivery.policy.settle applies the usual policy to each, in the pool process.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from celery import Task
 from celery.worker.strategy import default as default_strategy
 
 from worker.app import app
-from worker.batch_handover import Batcher, Handing, Item
+from worker.delivery.handover import Batcher, Handing, Item
+from worker.delivery.policy import CreditTask, as_received, run_guarded, settle, the_event
 from worker.logs import add_context, bind
 from worker.producer import shown
-from worker.task_base import CreditTask, as_received, run_guarded, settle, the_event
 
 log = logging.getLogger(__name__)
 Service = Callable[[Sequence[dict[str, Any]]], list[Exception | None]]

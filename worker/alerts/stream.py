@@ -1,6 +1,6 @@
 """Delivery of fired balance alerts: the Redis stream `credits.alerts`, then the optional webhook.
 
-An alert fired in worker.alerts waits in its row's `pending` column until it is on the stream,
+An alert fired in worker.alerts.checks waits in its row's `pending` column until it is on the stream,
 so a Redis outage delays it instead of losing it. A crash between XADD and clearing `pending`
 sends it again under the same `alert_id`, which consumers use to drop duplicates.
 """

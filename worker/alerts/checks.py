@@ -1,4 +1,4 @@
-"""Balance alerts: one event per threshold crossing, delivered by worker.alert_stream.
+"""Balance alerts: one event per threshold crossing, delivered by worker.alerts.stream.
 
 A threshold fires when remaining credit falls to or below it, then stays quiet until a top-up
 lifts the balance back above it. Whether to fire is decided under row locks in PostgreSQL, so
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from worker.alert_stream import deliver
+from worker.alerts.stream import deliver
 from worker.db import session_scope
 from worker.models import BalanceAlert
 from worker.settings import get_settings

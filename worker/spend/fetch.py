@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from schemas.proxy import SpendLogPage
 from worker import proxy
-from worker.spend_windows import Window
+from worker.spend.windows import Window
 
 log = logging.getLogger(__name__)
 V2 = "/spend/logs/v2"

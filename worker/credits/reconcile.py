@@ -14,13 +14,15 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker import ledger, proxy, spend_runs
-from worker.accounts import sync_key
+from worker import proxy
+from worker.credits import ledger
+from worker.credits.accounts import sync_key
 from worker.db import session_scope
 from worker.errors import Rejected
 from worker.models import Account, LedgerEntry
-from worker.spend_ingest import money
-from worker.spend_windows import as_query, whole_second
+from worker.spend import runs as spend_runs
+from worker.spend.ingest import money
+from worker.spend.windows import as_query, whole_second
 
 TOLERANCE = Decimal("1e-6")
 UNSYNCED_MAX_PAGES = 5

@@ -10,8 +10,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from schemas.events import PaymentEvent, RefundEvent, SignupEvent
-from worker import ledger, signing
-from worker.accounts import ensure_account
+from worker import signing
+from worker.credits import ledger
+from worker.credits.accounts import ensure_account
 from worker.errors import NotYet, Rejected
 from worker.models import Account
 from worker.settings import get_settings

@@ -1,0 +1,1 @@
+"""Balance alerts: threshold checks, then delivery to the Redis stream and the webhook."""

@@ -1,0 +1,1 @@
+"""Credits: the ledger, accounts and their keys, signups, payments and refunds, reconcile."""
