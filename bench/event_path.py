@@ -55,7 +55,7 @@ def provision(users: list[str], threads: int = 8) -> None:
     """Signup grant and key for each user, in this process (not timed)."""
     from schemas.events import SignupEvent
     from worker.credits.accounts import sync_key
-    from worker.credits.payments import apply_signup
+    from worker.credits.signup import apply_signup
     from worker.db import session_scope
 
     now = datetime.now(UTC)

@@ -333,8 +333,8 @@ def child_raw_insert(history: History) -> None:
     """PostgreSQL's own limits for the spend_logs rows: COPY, then executemany ON CONFLICT DO NOTHING."""
     import psycopg
 
+    from worker.credits.ledger import money
     from worker.settings import get_settings
-    from worker.spend.ingest import money
 
     url = get_settings().database_url.replace("postgresql+psycopg://", "postgresql://")
     columns = "request_id, api_key, user_id, model, spend, prompt_tokens, completion_tokens, status, start_time"

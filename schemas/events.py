@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -37,10 +36,28 @@ class Event(BaseModel):
         return value
 
 
+# Idempotency keys: the ledger entry each event writes is unique by these, and every log line about
+# the event carries the same key. The raw-field forms serve log context before validation.
+def signup_key(user_id: object) -> str:
+    return f"signup:{user_id}"
+
+
+def payment_key(provider: object, reference: object) -> str:
+    return f"payment:{provider}:{reference}"
+
+
+def refund_key(provider: object, refund_reference: object) -> str:
+    return f"refund:{provider}:{refund_reference}"
+
+
 class SignupEvent(Event):
     user_id: UserId
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     occurred_at: AwareDatetime
+
+    @property
+    def idempotency_key(self) -> str:
+        return signup_key(self.user_id)
 
 
 class PaymentEvent(Event):
@@ -53,6 +70,10 @@ class PaymentEvent(Event):
     plan: Annotated[str, StringConstraints(max_length=64)] | None = None
     signature: Annotated[str, StringConstraints(max_length=128)] | None = None
 
+    @property
+    def idempotency_key(self) -> str:
+        return payment_key(self.provider, self.reference)
+
 
 class RefundEvent(Event):
     provider: Provider = "paystack"
@@ -63,6 +84,14 @@ class RefundEvent(Event):
     currency: Currency
     refunded_at: AwareDatetime
     signature: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return refund_key(self.provider, self.refund_reference)
+
+    @property
+    def payment_key(self) -> str:
+        return payment_key(self.provider, self.payment_reference)
 
 
 EVENT_MODELS: dict[str, type[Event]] = {
@@ -83,6 +112,3 @@ def describe(exc: Exception) -> str:
         parts.append(f"{field}: {err['msg']}")
     return "; ".join(parts)
 
-
-def timestamp(value: datetime) -> str:
-    return value.isoformat()

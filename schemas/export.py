@@ -15,21 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import EVENT_MODELS, Event
+from schemas.routes import EVENT_TASKS, ROUTES
 
 OUT_DIR = Path(__file__).resolve().parent / "json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-TASKS = {"signup": "events.signup", "payment": "events.payment", "refund": "events.refund"}
-QUEUES = {"signup": "signups", "payment": "payments", "refund": "payments"}
 
 
 def schema(name: str, model: type[Event]) -> dict[str, Any]:
     """The model's validation schema (what a producer may send), with where it goes."""
     body = model.model_json_schema(mode="validation")
+    task = EVENT_TASKS[name]
     return {
         "$schema": DIALECT,
         "$id": f"{name}.schema.json",
         "description": (
-            f"The `event` keyword argument of Celery task {TASKS[name]} on Redis queue {QUEUES[name]} "
+            f"The `event` keyword argument of Celery task {task} on Redis queue {ROUTES[task]} "
             f"(generated from schemas/events.py:{model.__name__} by `python -m schemas.export`)."
         ),
         **body,

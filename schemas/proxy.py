@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Anything shaped like a virtual key: masked wherever text leaves the worker (logs, dead letters,
+# push errors), since an error body or a traceback can carry one.
+VIRTUAL_KEY = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
+
+
+def redact_keys(text: str) -> str:
+    return VIRTUAL_KEY.sub("sk-***", text)
 
 
 class ProxyModel(BaseModel):

@@ -4,7 +4,7 @@ from typing import Any
 
 from schemas.events import SignupEvent
 from worker.credits.accounts import sync_key
-from worker.credits.payments import apply_signup
+from worker.credits.signup import apply_signup
 from worker.db import session_scope
 from worker.delivery.policy import event_task
 from worker.logs import add_context
@@ -13,7 +13,7 @@ from worker.logs import add_context
 @event_task("events.signup")
 def signup(event: dict[str, Any]) -> None:
     parsed = SignupEvent.model_validate(event)
-    add_context(user_id=parsed.user_id, idempotency_key=f"signup:{parsed.user_id}")
+    add_context(user_id=parsed.user_id, idempotency_key=parsed.idempotency_key)
     with session_scope() as session:
         apply_signup(session, parsed)
     # Only after the commit: the key's budget comes from what the ledger now holds.

@@ -60,7 +60,7 @@ def test_each_crossing_fires_once_and_again_only_after_a_top_up(proxy):
     spend(proxy, 0.7)
     assert [(a["threshold"], a["remaining_usd"]) for a in stream()] == [("20%", "0.3000000000")]
     spend(proxy, 0.1)
-    alerts.check_alerts(None, [USER])
+    alerts.check_alerts([USER])
     assert len(stream()) == 1  # still below, not re-armed: nothing new
     spend(proxy, 0.2)
     assert [a["threshold"] for a in stream()] == ["20%", "0"] and remaining() == 0
@@ -81,7 +81,7 @@ def test_concurrent_checks_of_one_crossing_fire_it_once(proxy):
         ledger.record(session, user_id=USER, kind="usage", idempotency_key="spend:r1",
                       occurred_at=datetime.now(UTC), spent=Decimal("1.9"))
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: alerts.check_alerts(None, [USER]), range(8)))
+        results = list(pool.map(lambda _: alerts.check_alerts([USER]), range(8)))
     assert sum(len(r) for r in results) == 1
     assert [a["threshold"] for a in stream()] == ["20%"]
 
@@ -100,21 +100,25 @@ def test_alert_fired_while_redis_is_down_is_delivered_by_the_next_check(proxy, m
     monkeypatch.undo()
     assert alerts.check_new_usage() == []  # the next spend sync run: nothing new, the pending two go out
     assert sorted(a["threshold"] for a in stream()) == ["0", "20%"]
-    assert alerts.check_alerts(None, [USER]) == [] and len(stream()) == 2  # still below: not re-fired
+    assert alerts.check_alerts([USER]) == [] and len(stream()) == 2  # still below: not re-fired
 
 
-def test_thresholds_come_from_settings(proxy, monkeypatch):
+def test_thresholds_come_from_settings(proxy, monkeypatch, capsys):
     monkeypatch.setenv("ALERT_THRESHOLDS", "50%, 1.5")
     get_settings.cache_clear()
-    assert [(t.label, t.level(Decimal(4))) for t in alerts.thresholds()] == [("50%", 2), ("1.5", Decimal("1.5"))]
+    assert [(t.label, t.level(Decimal(4))) for t in get_settings().alert_thresholds] == [
+        ("50%", 2), ("1.5", Decimal("1.5"))]
     signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": AT}})
     with session_scope() as session:
         ledger.record(session, user_id=USER, kind="usage", idempotency_key="spend:r1",
                       occurred_at=datetime.now(UTC), spent=Decimal("0.6"))
-    assert [a["threshold"] for a in alerts.check_alerts(None, [USER])] == ["1.5"]  # 1.40 left of 2
+    assert [a["threshold"] for a in alerts.check_alerts([USER])] == ["1.5"]  # 1.40 left of 2
     for bad in ("abc", "120%", "-5%"):
-        with pytest.raises(ValueError, match="ALERT_THRESHOLDS"):
-            alerts.thresholds([bad])
+        monkeypatch.setenv("ALERT_THRESHOLDS", bad)
+        get_settings.cache_clear()
+        with pytest.raises(SystemExit):
+            get_settings()
+        assert "ALERT_THRESHOLDS" in capsys.readouterr().err
 
 
 class Receiver:

@@ -105,3 +105,19 @@ def test_status_without_redis_is_one_line_and_nonzero(monkeypatch):
 
     monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:1/0")
     assert_one_line_error(run("status", code=2), "Connection refused")
+
+
+def test_reconcile_and_sync_spend_wait_their_turn_behind_a_running_job(proxy):
+    """An operator's run beside the beat's (or a second beat) does nothing and says why."""
+    from worker.db import Lock, exclusive
+
+    signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": AT}})
+    proxy.keys[next(iter(proxy.keys))]["max_budget"] = 999  # drift that --fix would repair
+    with exclusive(Lock.RECONCILE) as held:
+        assert held
+        assert_one_line_error(run("reconcile", "--fix", code=1), "another reconcile is running")
+        assert next(iter(proxy.keys.values()))["max_budget"] == 999
+    assert as_json("reconcile", "--fix")["fixed"] == 1
+    with exclusive(Lock.SPEND_SYNC) as held:
+        assert held
+        assert_one_line_error(run("sync-spend", code=1), "another spend sync is running")

@@ -17,7 +17,7 @@ from worker import signing
 from worker.credits import ledger
 from worker.credits.accounts import sync_key
 from worker.db import session_scope
-from worker.delivery import dead_letters
+from worker.delivery.replay import replay
 from worker.models import Account, DeadLetter, LedgerEntry
 from worker.producer import publish_payment
 from worker.settings import get_settings
@@ -315,11 +315,11 @@ def test_dead_lettered_payment_is_replayed_after_the_cause_is_fixed(workers, pro
     payment.apply(kwargs={"event": pay(amount_minor=700)})
     (letter,) = letters()
     workers.start(env={"PAYMENT_PLANS": "5,7,15,20"})
-    assert dead_letters.replay(letter.id) == "events.payment"
+    assert replay(letter.id) == "events.payment"
     wait_for(lambda: budget(proxy) == 16, 30, "the replayed payment on the proxy")
     assert [d.status for d in letters()] == ["replayed"] and len(entries("payment")) == 1
     with pytest.raises(ValueError, match="already replayed"):
-        dead_letters.replay(letter.id)
+        replay(letter.id)
 
 
 # -- proxy outages -------------------------------------------------------------------------

@@ -8,16 +8,17 @@ from decimal import Decimal
 
 from typer.testing import CliRunner
 
+from schemas.routes import ROUTES
 from tasks.payment import payment
-from tasks.reconcile import RECONCILE_LOCK_ID, reconcile_task
+from tasks.reconcile import reconcile_task
 from tasks.signup import signup
 from tests.fixtures import wait_for
-from worker.app import ROUTES, app
+from worker.app import app
 from worker.cli.main import app as cli
 from worker.credits import ledger
 from worker.credits.accounts import ensure_account
 from worker.credits.reconcile import Drift, reconcile
-from worker.db import session_scope, try_advisory_xact_lock
+from worker.db import Lock, exclusive, session_scope
 from worker.models import Account
 
 NOW = "2026-11-20T10:00:00Z"
@@ -124,8 +125,8 @@ def test_failing_proxy_stops_the_run_after_a_few_accounts(proxy):
 def test_beat_task_fixes_and_skips_while_another_run_holds_the_lock(proxy):
     assert reconcile_task.name == "ops.reconcile" and ROUTES["ops.reconcile"] == "spend"
     bob = drifted_pair(proxy)
-    with session_scope() as session:
-        assert try_advisory_xact_lock(session, RECONCILE_LOCK_ID)
+    with exclusive(Lock.RECONCILE) as held:
+        assert held
         reconcile_task.apply()
         assert proxy.keys[bob]["max_budget"] == 2
     reconcile_task.apply()

@@ -82,7 +82,7 @@ def test_producer_rejects_bad_input_before_enqueueing(redis_client):
 def test_retry_after_key_generated_but_not_committed_adopts_the_key(proxy):
     """A worker that died after /key/generate and before committing: the retry must not make a second key."""
     with session_scope() as session:
-        from worker.credits.payments import apply_signup
+        from worker.credits.signup import apply_signup
 
         apply_signup(session, SignupEvent.model_validate(EVENT))
     from worker.models import Account

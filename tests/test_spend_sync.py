@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from tests.fixtures import wait_for
 from tests.standin.proxy import token
 from worker import proxy as proxy_client
+from worker.credits.ledger import money
 from worker.db import session_scope
 from worker.models import Account, LedgerEntry, SpendLog, SpendSyncRun
 from worker.proxy import TransientProxyError
@@ -25,7 +26,6 @@ from worker.settings import get_settings
 from worker.spend import fetch as spend_fetch
 from worker.spend import read as spend_read
 from worker.spend import runs as spend_runs
-from worker.spend.ingest import money
 from worker.spend.sync import sync
 
 BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

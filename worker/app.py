@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import pkgutil
 from datetime import timedelta
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from schemas.routes import QUEUES, ROUTES
+from worker import db, proxy
+from worker.logs import configure
 from worker.settings import get_settings
 
-QUEUES = ("signups", "payments", "spend")
-# Producers send by name; routes put each wire task on its queue without importing the task.
-ROUTES = {
-    "events.signup": "signups",
-    "events.payment": "payments",
-    "events.refund": "payments",
-    "spend.sync": "spend",
-    "ops.reconcile": "spend",
-    "ops.alert_webhook": "spend",
-}
-
-def _task_modules() -> list[str]:
-    """Every module in tasks/ registers its tasks on `app`; the worker imports them all."""
-    import tasks
-
-    return [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)]
-
-
-TASK_MODULES = _task_modules()
+# Named, not imported: each module registers its tasks on `app` when the worker loads it, and
+# nothing here depends on the task code.
+TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.spend", "tasks.reconcile", "tasks.alerts"]
 
 
 def make_app() -> Celery:
@@ -93,16 +79,12 @@ app = make_app()
 
 @signals.setup_logging.connect
 def _logging(**_: object) -> None:
-    from worker.logs import configure
-
     configure()
 
 
 @signals.worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
     # A forked pool child must not reuse its parent's database or HTTP sockets.
-    from worker import db, proxy
-
     db.dispose_engine()
     proxy.reset_client()
 
@@ -114,20 +96,14 @@ def _before_pool(instance: object = None, **_: object) -> None:
     # child can observe a proxy request.
     s = get_settings()
     if s.log_format == "json" and instance is not None:
-        from worker.logs import configure
-
         instance.quiet = True
         configure()
-    from worker.alerts.checks import thresholds
-
-    try:
-        thresholds()  # a bad ALERT_THRESHOLDS stops start-up here, not at the first payment
-    except ValueError as exc:
-        raise SystemExit(f"invalid settings: {exc}") from None  # SystemExit: Celery logs and ignores Exceptions
     if s.metrics_port:
         from worker import metrics
 
         metrics.prepare()
+        if metrics.observe not in proxy.observers:
+            proxy.observers.append(metrics.observe)
 
 
 @signals.worker_ready.connect

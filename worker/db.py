@@ -1,4 +1,4 @@
-"""One engine per process, one session per unit of work, and advisory locks."""
+"""One engine per process, one session per unit of work, and the advisory locks of periodic jobs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc, text
@@ -77,6 +78,34 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
-def try_advisory_xact_lock(session: Session, lock_id: int) -> bool:
-    """Held until the session's transaction ends; False at once if someone else holds it."""
-    return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id}).scalar())
+class Lock(IntEnum):
+    """Advisory lock ids: fixed constants, so every process of every version agrees on them."""
+
+    SPEND_SYNC = 0x5E4D
+    RECONCILE = 0x5EC0
+
+
+@contextmanager
+def exclusive(lock: Lock) -> Iterator[bool]:
+    """Yields whether this process got the lock; held until the block ends. The beat's jobs and
+    the CLI's runs of them take it, so two runs (a slow pass overlapping the next beat, an
+    operator's run beside the beat's) never work at once.
+
+    A session-level lock on a connection of its own, outside any transaction: a job commits as it
+    goes, and must not hold a transaction open across its HTTP calls. If the process dies,
+    PostgreSQL drops the connection and the lock with it."""
+    conn = engine().connect()
+    held = False
+    try:
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": int(lock)}).scalar())
+        conn.commit()  # the lock outlives the transaction; the connection must not idle inside one
+        yield held
+    finally:
+        try:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": int(lock)})
+                conn.commit()
+        except Exception:
+            # Never hand a connection that may still hold the lock back to the pool.
+            conn.invalidate()
+        conn.close()

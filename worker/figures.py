@@ -52,7 +52,7 @@ def read(conn: Connection) -> Figures:
         if row is not None:
             f.sync_cursor, f.sync_lag_s = row[0], float(row[1])
     if _exists(conn, "spend_logs"):
-        # An exact count: this is the audit figure, and a scrape every 15 s can afford it.
+        # An exact count: this is the audit figure, and an estimate would hide a lost row.
         f.rows_ingested = conn.execute(text("SELECT count(*) FROM spend_logs")).scalar_one()
     f.usage_debited_usd = Decimal(conn.execute(
         text("SELECT coalesce(sum(spent_usd), 0) FROM ledger_entries WHERE kind = 'usage'")
@@ -61,9 +61,8 @@ def read(conn: Connection) -> Figures:
     # arithmetic. Keys that failed for good are left out: no push will ever fix them.
     f.drift_accounts = conn.execute(text(
         "SELECT count(*) FROM accounts a "
-        "LEFT JOIN (SELECT user_id, sum(credit_usd) AS credited FROM ledger_entries GROUP BY user_id) l "
-        "USING (user_id) "
-        "WHERE a.key_status <> 'failed' AND a.budget_pushed_usd IS DISTINCT FROM coalesce(l.credited, 0)"
+        "LEFT JOIN account_credits c USING (user_id) "
+        "WHERE a.key_status <> 'failed' AND a.budget_pushed_usd IS DISTINCT FROM coalesce(c.credited_usd, 0)"
     )).scalar_one()
     rows = conn.execute(text(
         f"SELECT task_name, {_REASON_KIND} AS kind, count(*) FROM dead_letters "

@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from schemas.proxy import redact_keys
 from worker.settings import get_settings
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})  # noqa: B039 - never mutated, only replaced
 _by_task: dict[str, dict[str, str]] = {}  # task id -> its last context, oldest first
-_SK = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -62,7 +61,7 @@ class Redact(logging.Filter):
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        return _SK.sub("sk-***", text)
+        return redact_keys(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from worker import figures, proxy
+from worker import figures
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ def observe(endpoint: str, seconds: float, outcome: str) -> None:
 
 
 def prepare() -> str:
-    """Main process, before the pool forks: a clean multiprocess directory and the proxy metrics.
+    """Main process, before the pool forks: a clean multiprocess directory and the proxy metrics
+    (worker.app registers `observe` with the proxy client).
 
     A PROMETHEUS_MULTIPROC_DIR given by the operator must belong to this worker alone: it is
     emptied here, at every start."""
@@ -103,8 +104,6 @@ def prepare() -> str:
                                ["endpoint"], registry=None)
     _proxy_errors = Counter("credits_proxy_request_errors", "Failed LiteLLM proxy requests by endpoint.",
                             ["endpoint"], registry=None)
-    if observe not in proxy.observers:
-        proxy.observers.append(observe)
     return directory
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from schemas.events import PaymentEvent, RefundEvent, SignupEvent
 from worker import signing
+from worker.app import app
 from worker.settings import get_settings
 
 # Shown by Flower and in worker logs through the message's kwargsrepr, so masked there.
@@ -24,8 +25,6 @@ def shown(event: Any) -> str:
 
 def enqueue(task: str, event: dict[str, Any]) -> str:
     """Send one event to its task by name (routes pick the queue), masked for Flower and logs."""
-    from worker.app import app
-
     return app.send_task(task, kwargs={"event": event}, kwargsrepr=shown(event)).id
 
 

@@ -7,7 +7,6 @@ backoff); any other 4xx is `PermanentProxyError`. Errors and logs never carry th
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from schemas.proxy import BulkUpdateResponse, GeneratedKey, KeyInfoResponse, SpendLogPage
+from schemas.proxy import BulkUpdateResponse, GeneratedKey, KeyInfoResponse, SpendLogPage, redact_keys
 from worker.settings import get_settings
 
 
@@ -63,15 +62,12 @@ def reset_client() -> None:
     _client = None
 
 
-# Anything shaped like a virtual key (as worker.logs redacts): an error body may echo the request
-# (FastAPI's 422 carries its `input`), and these messages end up in dead letters and push_error.
-_VIRTUAL_KEY = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
-
-
 def _scrub(text: str) -> str:
+    # An error body may echo the request (FastAPI's 422 carries its `input`), and these messages
+    # end up in dead letters and push_error.
     secret = get_settings().litellm_master_key.get_secret_value()
     text = text.replace(secret, "***") if secret else text
-    return _VIRTUAL_KEY.sub("sk-***", text)
+    return redact_keys(text)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -141,8 +137,8 @@ def set_max_budget(key_hash: str, max_budget: Decimal) -> None:
     call("POST", "/key/update", json={"key": key_hash, "max_budget": float(max_budget)})
 
 
-# The real proxy refuses a /key/bulk_update of more than 500 keys, and applies them one by one at
-# about 20 ms a key here (ten keys in 0.20 s), so 500 would take the whole default timeout.
+# The real proxy refuses a /key/bulk_update of more than 500 keys and applies them one by one, so
+# a chunk must stay well inside one request's timeout (timings: docs/architecture.md, "The proxy").
 BULK_UPDATE_CHUNK = 100
 
 
@@ -157,9 +153,9 @@ def set_max_budgets(budgets: dict[str, Decimal]) -> dict[str, PermanentProxyErro
             answer = BulkUpdateResponse.model_validate(call("POST", "/key/bulk_update", json={
                 "keys": [{"key": key, "max_budget": float(value)} for key, value in chunk.items()]}))
         except TransientProxyError:
-            # The real proxy looks an unknown key up three times with backoff inside the request
-            # (0.8-2.6 s a key here), so one key deleted on the proxy can hold a whole chunk past
-            # the timeout, on every retry. One by one, an unknown key is a quick 404 and the rest
+            # The real proxy looks an unknown key up three times with backoff inside the request,
+            # so one key deleted on the proxy can hold a whole chunk past the timeout, on every
+            # retry. One by one, an unknown key is a quick 404 and the rest
             # go through; absolute values make keys the timed-out request did set harmless.
             refused.update(_one_by_one(chunk))
             continue

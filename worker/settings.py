@@ -4,13 +4,38 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One ALERT_THRESHOLDS entry: a percentage of the credited total ('20%') or USD ('0')."""
+
+    label: str
+    percent: Decimal | None = None
+    usd: Decimal | None = None
+
+    def level(self, credited: Decimal) -> Decimal:
+        return credited * self.percent / 100 if self.percent is not None else self.usd or Decimal(0)
+
+    @classmethod
+    def parse(cls, raw: str) -> Threshold:
+        try:
+            number = Decimal(raw.removesuffix("%"))
+        except InvalidOperation:
+            raise ValueError(f"{raw!r} is neither a percentage like 20% nor USD like 0") from None
+        if not raw.endswith("%"):
+            return cls(raw, usd=number)
+        if not 0 <= number <= 100:
+            raise ValueError(f"{raw!r} must be between 0% and 100%")
+        return cls(raw, percent=number)
 
 
 class Settings(BaseSettings):
@@ -45,7 +70,8 @@ class Settings(BaseSettings):
     spend_sync_start: datetime | None = None
     reconcile_interval_s: int = Field(default=300, gt=0)
 
-    alert_thresholds: Annotated[list[str], NoDecode] = ["20%", "0"]
+    alert_thresholds: Annotated[list[Threshold], NoDecode] = [Threshold("20%", percent=Decimal(20)),
+                                                               Threshold("0", usd=Decimal(0))]
     alert_webhook_url: str | None = None
     metrics_port: int | None = None
     log_format: Literal["text", "json"] = "text"
@@ -75,9 +101,10 @@ class Settings(BaseSettings):
 
     @field_validator("alert_thresholds", mode="before")
     @classmethod
-    def _split_thresholds(cls, value: object) -> object:
+    def _parse_thresholds(cls, value: object) -> object:
+        # Parsed here, so a bad ALERT_THRESHOLDS stops start-up, not the first payment.
         if isinstance(value, str):
-            return [p for p in value.replace(" ", "").split(",") if p]
+            return [Threshold.parse(p) for p in value.replace(" ", "").split(",") if p]
         return value
 
     @field_validator("key_encryption_key")
@@ -100,10 +127,6 @@ class Settings(BaseSettings):
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
-
-    @property
-    def spend_lock_id(self) -> int:
-        return 0x5E4D
 
 
 def describe_error(exc: ValidationError) -> str:

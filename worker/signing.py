@@ -12,6 +12,9 @@ import hmac
 import json
 from typing import Any
 
+from worker.errors import Rejected
+from worker.settings import get_settings
+
 
 def canonical(event: dict[str, Any]) -> bytes:
     unsigned = {k: v for k, v in event.items() if k != "signature"}
@@ -30,3 +33,12 @@ def verify(event: dict[str, Any], secret: str) -> str | None:
     if not hmac.compare_digest(given, sign(event, secret)):
         return "bad signature: the HMAC-SHA256 of the event's canonical JSON does not match"
     return None
+
+
+def check(event: dict[str, Any]) -> None:
+    """Rejected unless the event is signed right, when EVENT_SIGNING_SECRET is set."""
+    secret = get_settings().event_signing_secret
+    if secret is not None:
+        problem = verify(event, secret.get_secret_value())
+        if problem:
+            raise Rejected(problem)

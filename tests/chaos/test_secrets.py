@@ -53,10 +53,10 @@ def test_no_secret_in_debug_logs_or_database_through_proxy_errors_that_echo_the_
         assert_no_secrets(pool, DB)
     except AssertionError as exc:
         leaked_before_replay = str(exc)
-    from worker.delivery import dead_letters
+    from worker.delivery.replay import replay
 
     for letter in letters:
-        dead_letters.replay(letter["id"])
+        replay(letter["id"])
     state, verdict = settle(DB, chaos_proxy, broker, events, 180, "every event applied after the replays")
     lines = assert_no_secrets(pool, DB)
     record(

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select, text
@@ -26,49 +24,16 @@ from worker.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Threshold:
-    label: str
-    percent: Decimal | None = None
-    usd: Decimal | None = None
-
-    def level(self, credited: Decimal) -> Decimal:
-        return credited * self.percent / 100 if self.percent is not None else self.usd or Decimal(0)
-
-
-def thresholds(values: Iterable[str] | None = None) -> list[Threshold]:
-    """ALERT_THRESHOLDS entries: '20%' of the credited total, or an amount in USD such as '0'."""
-    parsed = []
-    for raw in get_settings().alert_thresholds if values is None else values:
-        try:
-            number = Decimal(raw.removesuffix("%"))
-        except InvalidOperation:
-            raise ValueError(f"ALERT_THRESHOLDS: {raw!r} is neither a percentage like 20% nor USD like 0") from None
-        if raw.endswith("%"):
-            if not 0 <= number <= 100:
-                raise ValueError(f"ALERT_THRESHOLDS: {raw!r} must be between 0% and 100%")
-            parsed.append(Threshold(raw, percent=number))
-        else:
-            parsed.append(Threshold(raw, usd=number))
-    return parsed
-
-
-def check_alerts(session: Session | None, user_ids: Iterable[str]) -> list[dict[str, Any]]:
+def check_alerts(user_ids: Iterable[str]) -> list[dict[str, Any]]:
     """Fire what crossed for these users, re-arm what recovered, then deliver anything pending.
 
-    Call it once the change to the ledger has committed. A session, if given, is used and
-    committed here. Errors in the check propagate (the calling task retries, and the check is
-    safe to repeat); delivery errors are only logged: the next call delivers what is left.
+    Call it once the change to the ledger has committed. Errors in the check propagate (the
+    calling task retries, and the check is safe to repeat); delivery errors are only logged: the
+    next call delivers what is left.
     """
-    ids = sorted(set(user_ids))
-    if session is None:
-        with session_scope() as own:
-            fired = _evaluate(own, ids)
-            waiting = bool(fired) or _any_pending(own)
-    else:
-        fired = _evaluate(session, ids)
+    with session_scope() as session:
+        fired = _evaluate(session, sorted(set(user_ids)))
         waiting = bool(fired) or _any_pending(session)
-        session.commit()
     # Most checks (every payment makes one) fire nothing and find nothing left undelivered: a
     # look at the partial index in the same transaction spares them deliver()'s own transaction.
     if waiting:
@@ -85,7 +50,7 @@ def credit_may_rearm(session: Session, user_ids: Iterable[str]) -> list[str]:
     first and is seen here, or waits for this transaction and reads the balance with its credit.
     """
     ids = sorted(set(user_ids))
-    labels = [t.label for t in thresholds()]
+    labels = [t.label for t in get_settings().alert_thresholds]
     rows = session.execute(
         select(BalanceAlert.user_id, BalanceAlert.armed)
         .where(BalanceAlert.user_id.in_(ids), BalanceAlert.threshold.in_(labels))
@@ -112,8 +77,8 @@ def check_new_usage() -> list[dict[str, Any]]:
     with session_scope() as session:
         mark = session.execute(text("SELECT last_usage_id FROM balance_alerts_watermark FOR UPDATE")).scalar()
         # Bounded above as well: a one-sided range on a table without planner statistics yet (a
-        # fresh backfill, autovacuum off) is estimated at a third of the table and read in full
-        # (85 ms at a million rows, on every run); a closed range is read through the primary key.
+        # fresh backfill, autovacuum off) is estimated at a third of the table and read in full on
+        # every run; a closed range is read through the primary key.
         top, users = session.execute(
             text("SELECT max(id), array_agg(DISTINCT user_id) FROM ledger_entries "
                  "WHERE kind = 'usage' AND id > :mark AND id <= (SELECT max(id) FROM ledger_entries)"),
@@ -130,7 +95,7 @@ def check_new_usage() -> list[dict[str, Any]]:
 
 
 def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
-    levels = {t.label: t for t in thresholds()}
+    levels = {t.label: t for t in get_settings().alert_thresholds}
     if not ids or not levels:
         return []
     # Create missing rows first, so even a never-checked account has rows to lock.
@@ -148,10 +113,12 @@ def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
     balances = {row.user_id: row for row in session.execute(
         # The two figures account_balances would give, without its savings column: that one walks
         # every grant of the account, and a check per payment made busy accounts ever slower.
-        text("SELECT a.user_id, coalesce(sum(l.credit_usd), 0)::numeric(20, 10) AS credited_usd, "
-             "(coalesce(sum(l.credit_usd), 0) - coalesce(sum(l.spent_usd), 0))::numeric(20, 10) AS remaining_usd "
-             "FROM accounts a LEFT JOIN ledger_entries l ON l.user_id = a.user_id "
-             "WHERE a.user_id = ANY(:ids) GROUP BY a.user_id"),
+        text("SELECT a.user_id, coalesce(c.credited_usd, 0) AS credited_usd, "
+             "(coalesce(c.credited_usd, 0) - coalesce(u.spent, 0))::numeric(20, 10) AS remaining_usd "
+             "FROM accounts a LEFT JOIN account_credits c USING (user_id) "
+             "LEFT JOIN LATERAL (SELECT sum(l.spent_usd) AS spent FROM ledger_entries l "
+             "WHERE l.user_id = a.user_id AND l.kind = 'usage') u ON true "
+             "WHERE a.user_id = ANY(:ids)"),
         {"ids": ids},
     )}
     now, fired = datetime.now(UTC), []

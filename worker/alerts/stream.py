@@ -13,6 +13,7 @@ import os
 import redis
 from sqlalchemy import select
 
+from worker.app import app
 from worker.db import session_scope
 from worker.models import BalanceAlert
 from worker.settings import get_settings
@@ -45,8 +46,6 @@ def deliver(limit: int = 500) -> int:
             for row in rows:
                 client().xadd(STREAM, row.pending, maxlen=STREAM_MAXLEN, approximate=True)
                 if get_settings().alert_webhook_url:
-                    from worker.app import app
-
                     # A task, not a POST here: its retries survive a worker restart.
                     app.send_task(WEBHOOK_TASK, kwargs={"event": row.pending})
                 row.pending = None

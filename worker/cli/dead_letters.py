@@ -56,9 +56,9 @@ def show(letter_id: int, json: bool = typer.Option(False, "--json", help="Print 
 @friendly
 def replay(letter_id: int) -> None:
     """Re-enqueue the stored event under its task name (after fixing the cause)."""
-    from worker.delivery import dead_letters
+    from worker.delivery import replay as replays
 
-    task = dead_letters.replay(letter_id)
+    task = replays.replay(letter_id)
     typer.echo(f"dead letter {letter_id} re-enqueued as {task}")
 
 
@@ -66,7 +66,7 @@ def replay(letter_id: int) -> None:
 @friendly
 def discard(letter_id: int) -> None:
     """Mark a dead letter as dealt with, without applying it."""
-    from worker.delivery import dead_letters
+    from worker.delivery.replay import discard as discard_letter
 
-    dead_letters.discard(letter_id)
+    discard_letter(letter_id)
     typer.echo(f"dead letter {letter_id} discarded")

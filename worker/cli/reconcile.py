@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli.common import console, emit, emit_table, friendly
+from worker.cli.common import CliError, console, emit, emit_table, friendly
 
 
 def register(app: typer.Typer) -> None:
@@ -15,9 +15,11 @@ def register(app: typer.Typer) -> None:
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Check every key's max_budget and spend against the ledger (differences are reported, exit 0)."""
-        from worker.credits.reconcile import reconcile as run
+        from worker.credits.reconcile import reconcile_alone
 
-        report = run(fix=fix)
+        report = reconcile_alone(fix=fix)
+        if report is None:
+            raise CliError("another reconcile is running; try again when it has finished")
         if json:
             emit(report, True)
             return

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         loglevel: str = typer.Option("INFO", help="Log level."),
     ) -> None:
         """Apply migrations, then run one worker with the beat embedded, on all queues."""
-        from worker.app import QUEUES
+        from schemas.routes import QUEUES
         from worker.app import app as celery_app
         from worker.migrate import upgrade
 

@@ -11,7 +11,7 @@ from worker.cli.common import emit, friendly
 
 def queue_depths() -> tuple[dict[str, int], int]:
     """Messages waiting per queue, and unacked ones (taken by a worker, not yet done)."""
-    from worker.app import QUEUES
+    from schemas.routes import QUEUES
     from worker.app import app as celery_app
 
     with celery_app.connection_for_read() as conn:
@@ -30,18 +30,11 @@ def workers_seen(timeout: float) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
-def spend_sync(session: Any, fallback: Any) -> dict[str, Any]:
-    """The spend sync's own status when its module is there; else the cursor read from the table."""
-    try:
-        from worker.spend.runs import status
-    except ImportError:
-        status = None
-    if status is not None:
-        found = status(session)
-        return {"cursor": found.cursor, "lag_seconds": found.lag_seconds, "last_run": found.last_run}
-    if fallback.sync_cursor is None:
-        return {"cursor": None, "lag_seconds": None, "note": "not synced yet"}
-    return {"cursor": fallback.sync_cursor, "lag_seconds": fallback.sync_lag_s}
+def spend_sync(session: Any) -> dict[str, Any]:
+    from worker.spend.runs import status
+
+    found = status(session)
+    return {"cursor": found.cursor, "lag_seconds": found.lag_seconds, "last_run": found.last_run}
 
 
 def gather(timeout: float) -> dict[str, Any]:
@@ -50,7 +43,7 @@ def gather(timeout: float) -> dict[str, Any]:
 
     with session_scope() as session:
         f = figures.read(session.connection())
-        sync = spend_sync(session, f)
+        sync = spend_sync(session)
     depths, unacked = queue_depths()
     return {
         "queues": depths,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -12,6 +12,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from worker.models import LedgerEntry
+
+# Every amount is stored as numeric(20, 10). The one rounding rule (docs/architecture.md, "Money"):
+# to 10 places, half to even, in Python, before a value reaches the database, so PostgreSQL never
+# rounds (it would round half away from zero) and a sum of many rounded amounts carries no bias.
+PLACES = Decimal("1e-10")
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(PLACES, rounding=ROUND_HALF_EVEN)
 
 
 def new_entry(
@@ -61,12 +70,9 @@ def owners(session: Session, idempotency_keys: list[str]) -> dict[str, str]:
 
 
 def credited_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]:
-    """What each key's max_budget must be: every credit ever granted, less refunds."""
+    """What each key's max_budget must be, from the one definition (the view account_credits)."""
     totals = dict(session.execute(
-        select(LedgerEntry.user_id, func.sum(LedgerEntry.credit_usd))
-        # Usage carries no credit; leaving it out lets ledger_entries_credits_idx skip it.
-        .where(LedgerEntry.user_id.in_(user_ids), LedgerEntry.kind != "usage")
-        .group_by(LedgerEntry.user_id)
+        text("SELECT user_id, credited_usd FROM account_credits WHERE user_id = ANY(:ids)"), {"ids": list(user_ids)}
     ).all())
     return {user_id: Decimal(totals.get(user_id) or 0) for user_id in user_ids}
 

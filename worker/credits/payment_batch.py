@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.events import PaymentEvent
+from worker import signing
 from worker.alerts.checks import check_alerts, credit_may_rearm
 from worker.credits.accounts import sync_keys
-from worker.credits.payments import apply_payments, check_signature
+from worker.credits.payments import apply_payments
 from worker.db import session_scope
 from worker.errors import Rejected
 
@@ -33,7 +34,7 @@ def apply_payment_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception 
     for i, raw in enumerate(raw_events):
         try:
             event = PaymentEvent.model_validate(raw)
-            check_signature(raw)
+            signing.check(raw)
             parsed[i] = event
         except (ValidationError, Rejected) as exc:
             outcomes[i] = exc
@@ -57,7 +58,7 @@ def apply_payment_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception 
         failed = dict.fromkeys(users, exc)
     if rearm:
         try:
-            check_alerts(None, rearm)
+            check_alerts(rearm)
         except Exception as exc:  # the credit is in; a retry finds the thresholds still disarmed
             failed.update({u: exc for u in rearm if u not in failed})
     for i, event in applied.items():

@@ -1,19 +1,17 @@
-"""Payments and refunds into the ledger: plan matching, signatures, idempotency."""
+"""Payments into the ledger: plan matching, currency and minor units, one credit per reference."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from schemas.events import PaymentEvent, RefundEvent, SignupEvent
-from worker import signing
+from schemas.events import PaymentEvent
 from worker.credits import ledger
 from worker.credits.accounts import ensure_account
-from worker.errors import NotYet, Rejected
+from worker.errors import Rejected
 from worker.models import Account
 from worker.settings import get_settings
 
@@ -25,28 +23,6 @@ _EXPONENTS = {"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF":
 
 def major_units(amount_minor: int, currency: str) -> Decimal:
     return Decimal(amount_minor).scaleb(-_EXPONENTS.get(currency, 2))
-
-
-def check_signature(raw: dict[str, Any]) -> None:
-    secret = get_settings().event_signing_secret
-    if secret is not None:
-        problem = signing.verify(raw, secret.get_secret_value())
-        if problem:
-            raise Rejected(problem)
-
-
-def payment_key(provider: str, reference: str) -> str:
-    return f"payment:{provider}:{reference}"
-
-
-def apply_signup(session: Session, event: SignupEvent) -> bool:
-    ensure_account(session, event.user_id, event.email)
-    credit = get_settings().signup_credit_usd
-    key = f"signup:{event.user_id}"
-    return ledger.record(
-        session, user_id=event.user_id, kind="grant", idempotency_key=key, grant_key=key,
-        credit=credit, occurred_at=event.occurred_at,
-    )
 
 
 def credit_for(event: PaymentEvent) -> tuple[Decimal, Decimal]:
@@ -72,7 +48,7 @@ def apply_payments(session: Session, events: Sequence[PaymentEvent]) -> list[Rej
         except Rejected as exc:
             refused[i] = exc
             continue
-        key = payment_key(event.provider, event.reference)
+        key = event.idempotency_key
         entries.setdefault(key, ledger.new_entry(
             user_id=event.user_id, kind="payment", idempotency_key=key, grant_key=key, credit=credit,
             paid=amount, occurred_at=event.paid_at,
@@ -90,7 +66,7 @@ def apply_payments(session: Session, events: Sequence[PaymentEvent]) -> list[Rej
     # check made first, and the loser's insert would then be silently skipped as a duplicate.
     owner = {key: entries[key]["user_id"] for key in written} | ledger.owners(session, sorted(set(entries) - written))
     for i, event in enumerate(events):
-        if refused[i] is None and owner[payment_key(event.provider, event.reference)] != event.user_id:
+        if refused[i] is None and owner[event.idempotency_key] != event.user_id:
             refused[i] = Rejected(f"payment reference {event.reference!r} was already credited to another user")
     # An account made just now for payments that were all refused is taken back, as a rollback
     # would: nobody else can see it before this transaction commits.
@@ -98,44 +74,3 @@ def apply_payments(session: Session, events: Sequence[PaymentEvent]) -> list[Rej
     if created - credited:
         session.execute(delete(Account).where(Account.user_id.in_(sorted(created - credited))))
     return refused
-
-
-def apply_refund(session: Session, event: RefundEvent) -> bool:
-    """Reverse the refunded share of the payment's credit and amount paid, once per refund."""
-    refund_key = f"refund:{event.provider}:{event.refund_reference}"
-    # Serialise refunds of one account before anything is read: a duplicate delivered
-    # concurrently must then see the first copy's entry (a no-op), not find nothing left to
-    # refund and be dead-lettered; and two different refunds cannot both pass the check below.
-    session.execute(select(Account).where(Account.user_id == event.user_id).with_for_update())
-    if ledger.entry(session, refund_key) is not None:
-        return False
-    grant = payment_key(event.provider, event.payment_reference)
-    payment = ledger.entry(session, grant)
-    unknown = f"refund of unknown payment {event.payment_reference!r} for user {event.user_id!r}"
-    if payment is None:
-        # Its payment may still be on the way (sent at the same instant, or held back in a queue):
-        # retried with backoff, dead-lettered with this reason after the last retry.
-        raise NotYet(unknown)
-    if payment.user_id != event.user_id:
-        raise Rejected(unknown)
-    currency = (payment.details or {}).get("currency")
-    if event.currency != currency:
-        raise Rejected(f"refund currency {event.currency} differs from the payment's {currency}")
-    amount = major_units(event.amount_minor, event.currency)
-    credit_left, paid_left = ledger.grant_totals(session, grant)
-    if amount > paid_left:
-        raise Rejected(
-            f"refund of {amount:.2f} {event.currency} exceeds the {paid_left:.2f} left to refund "
-            f"on payment {event.payment_reference!r}"
-        )
-    if amount == paid_left:
-        # The last refund takes exactly what is left, so rounded partial shares leave no dust.
-        credit = credit_left
-    else:
-        credit = (amount / payment.paid_usd * payment.credit_usd).quantize(Decimal("1e-10"))
-    return ledger.record(
-        session, user_id=event.user_id, kind="refund", idempotency_key=refund_key, grant_key=grant,
-        credit=-credit, paid=-amount, occurred_at=event.refunded_at,
-        details={"provider": event.provider, "refund_reference": event.refund_reference,
-                 "payment_reference": event.payment_reference},
-    )

@@ -7,6 +7,7 @@ comes from lost pushes, hand edits on the proxy, or the proxy writing a stale ca
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,13 +18,14 @@ from sqlalchemy.orm import Session
 from worker import proxy
 from worker.credits import ledger
 from worker.credits.accounts import sync_key
-from worker.db import session_scope
+from worker.credits.ledger import money
+from worker.db import Lock, exclusive, session_scope
 from worker.errors import Rejected
 from worker.models import Account, LedgerEntry
 from worker.spend import runs as spend_runs
-from worker.spend.ingest import money
 from worker.spend.windows import as_query, whole_second
 
+log = logging.getLogger(__name__)
 TOLERANCE = Decimal("1e-6")
 UNSYNCED_MAX_PAGES = 5
 BATCH = 500
@@ -46,6 +48,32 @@ class Report:
     pending: list[str] = field(default_factory=list)
     spend_mismatches: list[Drift] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def reconcile_alone(fix: bool) -> Report | None:
+    """reconcile() under the reconcile lock, as the beat and the CLI run it; None (nothing done)
+    while another run holds the lock."""
+    with exclusive(Lock.RECONCILE) as mine:
+        if not mine:
+            log.info("reconcile already running elsewhere; skipped")
+            return None
+        return reconcile(fix=fix)
+
+
+def log_report(report: Report) -> None:
+    summary = {"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
+               "pending": len(report.pending), "spend_mismatches": len(report.spend_mismatches),
+               "errors": len(report.errors)}
+    level = logging.WARNING if report.drifted or report.spend_mismatches or report.errors else logging.INFO
+    log.log(level, "reconcile: %s", " ".join(f"{k}={v}" for k, v in summary.items()), extra=summary)
+    for drift in report.drifted:
+        log.warning("budget drift fixed", extra={"user_id": drift.user_id, "proxy": str(drift.proxy),
+                                                 "ledger": str(drift.ledger)})
+    for mismatch in report.spend_mismatches:
+        log.warning("spend differs", extra={"user_id": mismatch.user_id, "proxy": str(mismatch.proxy),
+                                            "ledger": str(mismatch.ledger)})
+    for error in report.errors:
+        log.warning("reconcile error: %s", error)
 
 
 def reconcile(fix: bool = False, batch: int = BATCH) -> Report:

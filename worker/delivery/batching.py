@@ -27,6 +27,7 @@ from worker.delivery.handover import Batcher, Handing, Item
 from worker.delivery.policy import CreditTask, as_received, run_guarded, settle, the_event
 from worker.logs import add_context, bind
 from worker.producer import shown
+from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 Service = Callable[[Sequence[dict[str, Any]]], list[Exception | None]]
@@ -38,8 +39,6 @@ class BatchedTask(CreditTask):
     about: About
 
     def start_strategy(self, app: Any, consumer: Any, **kwargs: Any) -> Any:
-        from worker.settings import get_settings
-
         batcher = Batcher(self, consumer.pool, get_settings().event_batch_size)
         return default_strategy(self, app, Handing(consumer, batcher.add), **kwargs)
 

@@ -7,12 +7,12 @@ from typing import Any
 from celery.utils.log import get_logger
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from worker.delivery import dead_letters
+
 log = get_logger(__name__)
 
 
 def _store(message: Any, reason: str) -> None:
-    from worker.delivery import dead_letters
-
     headers = getattr(message, "headers", None) or {}
     name = headers.get("task") if isinstance(headers, dict) else None
     try:

@@ -1,13 +1,13 @@
-"""Messages that could not be applied: kept with their reason, listed, replayed or discarded by hand."""
+"""Messages that could not be applied: stored with their reason, and listed (worker.delivery.replay
+sends one again or discards it)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.db import session_scope
@@ -56,44 +56,3 @@ def list_open(session: Session, limit: int = 50, status: str = "open") -> list[D
             select(DeadLetter).where(DeadLetter.status == status).order_by(DeadLetter.id.desc()).limit(limit)
         ).scalars()
     )
-
-
-def count_by_reason(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(DeadLetter.reason, func.count()).where(DeadLetter.status == "open").group_by(DeadLetter.reason)
-    )
-    return {reason: n for reason, n in rows}
-
-
-def replay(letter_id: int) -> str:
-    """Re-enqueue the stored event under its task name; returns the task name."""
-    from worker.app import ROUTES
-    from worker.producer import enqueue
-
-    with session_scope() as session:
-        letter = session.get(DeadLetter, letter_id, with_for_update=True)
-        if letter is None:
-            raise LookupError(f"no dead letter {letter_id}")
-        if letter.status != "open":
-            raise ValueError(f"dead letter {letter_id} is already {letter.status}")
-        if not letter.task_name.startswith("events.") or letter.task_name not in ROUTES:
-            raise ValueError(f"dead letter {letter_id} has no replayable task ({letter.task_name})")
-        try:
-            event = json.loads(letter.payload)
-        except ValueError:
-            raise ValueError(f"dead letter {letter_id} holds no JSON event; it cannot be replayed") from None
-        letter.status = "replayed"
-        letter.resolved_at = datetime.now(UTC)
-        # Sent before the commit: a crash in between may send it twice, which the ledger absorbs,
-        # whereas the other order could mark it replayed and send nothing.
-        enqueue(letter.task_name, event)
-        return letter.task_name
-
-
-def discard(letter_id: int) -> None:
-    with session_scope() as session:
-        letter = session.get(DeadLetter, letter_id, with_for_update=True)
-        if letter is None:
-            raise LookupError(f"no dead letter {letter_id}")
-        letter.status = "discarded"
-        letter.resolved_at = datetime.now(UTC)

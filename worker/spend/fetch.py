@@ -4,7 +4,7 @@
 the same handler on older versions. The choice is remembered for the life of the process.
 
 `prefetch` asks for the page the reader will want next on a background thread, so the proxy
-(the slow part: about a second a page on a real proxy) works while the page in hand is written;
+(the slow part: see docs/architecture.md, "The proxy") works while the page in hand is written;
 `fetch_page` then takes that result, or its error, instead of asking again. At most one page is
 ahead per thread, so memory stays at two pages.
 """

@@ -13,20 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from schemas.proxy import SpendLogRow
-
-# The ledger and spend_logs hold numeric(20, 10); round the same way PostgreSQL would, before
-# deciding whether a row has spend at all.
-_PLACES = Decimal("1e-10")
-
-
-def money(value: Decimal) -> Decimal:
-    return value.quantize(_PLACES, rounding=ROUND_HALF_UP)
+from worker.credits.ledger import money
 
 
 @dataclass

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
-
-from worker.db import engine, session_scope
+from worker.alerts.checks import check_new_usage
+from worker.db import Lock, exclusive, session_scope
 from worker.settings import get_settings
 from worker.spend import runs as spend_runs
 from worker.spend.fetch import drop_prefetch
@@ -39,41 +37,16 @@ class SyncResult:
     cursor: datetime | None = None
 
 
-@contextmanager
-def exclusive(lock_id: int) -> Iterator[bool]:
-    """A session-level advisory lock on a connection of its own, held for the whole run.
-
-    The run commits page by page, so a transaction-scoped lock would not outlive the first page.
-    If the process dies, PostgreSQL drops the connection and the lock with it."""
-    conn = engine().connect()
-    held = False
-    try:
-        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar())
-        conn.commit()  # the lock outlives the transaction; the connection must not idle inside one
-        yield held
-    finally:
-        try:
-            if held:
-                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
-                conn.commit()
-        except Exception:
-            # Never hand a connection that may still hold the lock back to the pool.
-            conn.invalidate()
-        conn.close()
-
-
 def sync(*, now: datetime | None = None, start: datetime | None = None, end: datetime | None = None,
          progress: Progress | None = None) -> SyncResult:
     """One run: the beat task's job, and `sync-spend` (where start/end make a backfill)."""
-    with exclusive(get_settings().spend_lock_id) as mine:
+    with exclusive(Lock.SPEND_SYNC) as mine:
         if not mine:
             log.info("spend sync skipped: another spend sync is running")
             return SyncResult(skipped=True)
         result = _run(now or datetime.now(UTC), start, end, progress)
         # Still under the lock, every page committed: accounts just debited may have crossed an
         # alert threshold. Its watermark also catches up usage of an earlier run that failed.
-        from worker.alerts.checks import check_new_usage
-
         check_new_usage()
         return result
 

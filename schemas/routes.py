@@ -1,0 +1,20 @@
+"""Which queue each task's messages go on: the one table producers, the Celery app and the
+JSON Schemas read. Producers send by task name; the worker never needs their code."""
+
+from __future__ import annotations
+
+QUEUES = ("signups", "payments", "spend")
+
+# Task name -> queue. The events.* tasks are what producers send; the others are the beat's and
+# the worker's own.
+ROUTES = {
+    "events.signup": "signups",
+    "events.payment": "payments",
+    "events.refund": "payments",
+    "spend.sync": "spend",
+    "ops.reconcile": "spend",
+    "ops.alert_webhook": "spend",
+}
+
+# The event models' names (schemas.events.EVENT_MODELS) and the task each is sent to.
+EVENT_TASKS = {"signup": "events.signup", "payment": "events.payment", "refund": "events.refund"}

@@ -1,0 +1,51 @@
+"""Refunds: the refunded share of one payment's credit and amount paid goes back, once per refund."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schemas.events import RefundEvent
+from worker.credits import ledger
+from worker.credits.payments import major_units
+from worker.errors import NotYet, Rejected
+from worker.models import Account
+
+
+def apply_refund(session: Session, event: RefundEvent) -> bool:
+    """Reverse the refunded share of the payment's credit and amount paid, once per refund."""
+    # Serialise refunds of one account before anything is read: a duplicate delivered
+    # concurrently must then see the first copy's entry (a no-op), not find nothing left to
+    # refund and be dead-lettered; and two different refunds cannot both pass the check below.
+    session.execute(select(Account).where(Account.user_id == event.user_id).with_for_update())
+    if ledger.entry(session, event.idempotency_key) is not None:
+        return False
+    payment = ledger.entry(session, event.payment_key)
+    unknown = f"refund of unknown payment {event.payment_reference!r} for user {event.user_id!r}"
+    if payment is None:
+        # Its payment may still be on the way (sent at the same instant, or held back in a queue):
+        # retried with backoff, dead-lettered with this reason after the last retry.
+        raise NotYet(unknown)
+    if payment.user_id != event.user_id:
+        raise Rejected(unknown)
+    currency = (payment.details or {}).get("currency")
+    if event.currency != currency:
+        raise Rejected(f"refund currency {event.currency} differs from the payment's {currency}")
+    amount = major_units(event.amount_minor, event.currency)
+    credit_left, paid_left = ledger.grant_totals(session, event.payment_key)
+    if amount > paid_left:
+        raise Rejected(
+            f"refund of {amount:.2f} {event.currency} exceeds the {paid_left:.2f} left to refund "
+            f"on payment {event.payment_reference!r}"
+        )
+    if amount == paid_left:
+        # The last refund takes exactly what is left, so rounded partial shares leave no dust.
+        credit = credit_left
+    else:
+        credit = ledger.money(amount / payment.paid_usd * payment.credit_usd)
+    return ledger.record(
+        session, user_id=event.user_id, kind="refund", idempotency_key=event.idempotency_key,
+        grant_key=event.payment_key, credit=-credit, paid=-amount, occurred_at=event.refunded_at,
+        details={"provider": event.provider, "refund_reference": event.refund_reference,
+                 "payment_reference": event.payment_reference},
+    )
