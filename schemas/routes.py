@@ -12,6 +12,7 @@ ROUTES = {
     "events.payment": "payments",
     "events.refund": "payments",
     "spend.sync": "spend",
+    "spend.window": "spend",
     "ops.reconcile": "spend",
     "ops.alert_webhook": "spend",
 }

@@ -1,13 +1,23 @@
-"""`spend.sync` on queue `spend`, sent by beat every SPEND_SYNC_INTERVAL_S.
+"""`spend.sync` (beat, every SPEND_SYNC_INTERVAL_S) and `spend.window`, both on queue `spend`.
 
-A run that finds another one holding the lock returns at once; a proxy or database fault is
-retried by the task policy, and the next run re-reads from the cursor anyway.
+spend.sync plans and sends the windows due; each spend.window reads or verifies one of them, on
+whichever worker takes it. A proxy or database fault is retried by the task policy; a window
+whose reader died is read by the next one once its lease runs out.
 """
 
-from worker.delivery.policy import beat_task
+from typing import Any
+
+from schemas.messages import SpendWindow
+from worker.delivery.policy import beat_task, event_task
 from worker.spend import sync as spend_sync
 
 
 @beat_task("spend.sync")
 def sync() -> None:
-    spend_sync.sync()
+    spend_sync.dispatch()
+
+
+@event_task("spend.window")
+def window(event: dict[str, Any]) -> None:
+    parsed = SpendWindow.model_validate(event)
+    spend_sync.read_window(parsed.start, parsed.run_id)

@@ -33,7 +33,7 @@ def spend(amount: str, request_id: str) -> None:
 def test_a_fired_alert_reaches_the_stream_once_with_its_figures(proxy, fake_redis):
     signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": "2026-11-20T10:00:00Z"}})
     spend("1.7", "r1")  # 0.30 of 2.00 left: below 20%
-    fired = checks.check_new_usage()
+    fired = checks.check_alerts([USER])
     assert [a["threshold"] for a in fired] == ["20%"]
     [(_, alert)] = fake_redis.xrange(stream.STREAM)
     assert alert == fired[0] and alert["alert_id"] == f"{USER}:20%:1"

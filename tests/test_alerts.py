@@ -43,9 +43,15 @@ def spend(proxy, amount: float) -> None:
     """Usage the way it really arrives: a spend-log row on the proxy, read by the spend sync."""
     with session_scope() as session:
         key = keys.decrypt(session.get(Account, USER).key_encrypted)
-    now = datetime.now(UTC)
+    # Each request a few seconds after the last one read, as real traffic would be: a row filed
+    # inside a range already read is a late row, found by a later verification instead.
+    now = max(datetime.now(UTC), _clock[-1] + timedelta(seconds=10)) if _clock else datetime.now(UTC)
+    _clock.append(now)
     proxy.add_spend(key, amount, now)
     spend_sync.sync(now=now + timedelta(seconds=get_settings().spend_settle_s + 5))
+
+
+_clock: list[datetime] = []
 
 
 def remaining() -> Decimal:
@@ -93,12 +99,12 @@ def test_alert_fired_while_redis_is_down_is_delivered_by_the_next_check(proxy, m
                       occurred_at=datetime.now(UTC), spent=Decimal("2"))
     down = redis.Redis(port=1, socket_connect_timeout=1)
     monkeypatch.setattr(alert_stream, "client", lambda: down)
-    assert len(alerts.check_new_usage()) == 2  # fired (20% and 0) ...
+    assert len(alerts.check_alerts([USER])) == 2  # fired (20% and 0) ...
     assert stream() == []  # ... but not delivered
     with session_scope() as session:
         assert session.query(BalanceAlert).filter(BalanceAlert.pending.is_not(None)).count() == 2
     monkeypatch.undo()
-    assert alerts.check_new_usage() == []  # the next spend sync run: nothing new, the pending two go out
+    assert alerts.check_alerts([USER]) == []  # the next check: nothing new, the pending two go out
     assert sorted(a["threshold"] for a in stream()) == ["0", "20%"]
     assert alerts.check_alerts([USER]) == [] and len(stream()) == 2  # still below: not re-fired
 

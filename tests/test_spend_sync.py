@@ -6,6 +6,7 @@ bounds, page_size <= 1000, counts capped at 10,000. Times are explicit; nothing 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -24,7 +25,6 @@ from worker.models import Account, LedgerEntry, SpendLog, SpendSyncRun
 from worker.proxy import TransientProxyError
 from worker.settings import get_settings
 from worker.spend import fetch as spend_fetch
-from worker.spend import read as spend_read
 from worker.spend import runs as spend_runs
 from worker.spend.sync import sync
 
@@ -94,12 +94,15 @@ def test_25000_rows_over_two_hours_are_ingested_exactly_once(proxy):
                                   {"u": user}).one()
             assert row.spent_usd == total and row.last_spend_at is not None
 
-    second = sync(now=now)
-    assert second.counts.rows_seen > 0  # it re-read the look-back...
-    assert (second.counts.inserted, second.counts.debited) == (0, 0)  # ...and found nothing new
+    assert first.counts.rows_seen <= 25_000 * 1.01  # each row fetched once, plus a count per window
+
+    assert sync(now=now).counts.rows_seen == 0  # every window was just verified: nothing is due
+    later = sync(now=now + timedelta(minutes=10))  # every window is due again: verified by its count
+    assert (later.counts.inserted, later.counts.debited) == (0, 0)
+    assert 0 < later.counts.rows_seen <= 30  # a row per window, not the windows' 25,000 again
     assert stored() == 25_000 and usage() == (expected_count, expected_total)
     run = last_run()
-    assert run.status == "ok" and run.inserted == 0 and run.rows_seen == second.counts.rows_seen
+    assert run.status == "ok" and run.inserted == 0 and run.rows_seen == later.counts.rows_seen
 
 
 def test_rows_written_late_into_a_synced_window_are_picked_up(proxy, monkeypatch):
@@ -131,8 +134,9 @@ def test_row_on_a_window_boundary_is_debited_once(proxy):
     now = BASE + timedelta(minutes=30)
 
     first = sync(now=now)
-    # 05:00.000 and 10:00.000 each came back in both windows that share their second.
-    assert (first.counts.rows_seen, first.counts.inserted, first.counts.debited) == (6, 4, 4)
+    # 05:00.000 and 10:00.000 each came back in both windows that share their second, and each of
+    # the three windows with rows was then counted with a page of one row.
+    assert (first.counts.rows_seen, first.counts.inserted, first.counts.debited) == (9, 4, 4)
     sync(now=now)
     sync(now=now + timedelta(minutes=3))
     assert usage() == (4, Decimal("1.00"))
@@ -143,13 +147,13 @@ def test_window_over_the_count_cap_is_split_and_fully_read(proxy, monkeypatch):
     for i in range(30_000):
         proxy.add_spend(ALICE if i % 3 else STRANGER, 0.001, BASE + timedelta(seconds=i / 100 + 0.005))
     calls: list[tuple[float, int]] = []
-    real_fetch = spend_read.fetch_page
+    real_fetch = spend_fetch.fetch
 
     def counting(window, number, size):
         calls.append((window.seconds, number))
         return real_fetch(window, number, size)
 
-    monkeypatch.setattr(spend_read, "fetch_page", counting)
+    monkeypatch.setattr(spend_fetch, "fetch", counting)
     result = sync(now=BASE + timedelta(seconds=300) + SETTLE)
     assert result.span.seconds == 300 and result.counts.inserted == 30_000
     assert stored() == 30_000 and usage() == (20_000, Decimal(20))
@@ -162,7 +166,7 @@ def test_proxy_failing_mid_window_resumes_at_the_last_complete_window(proxy):
     for i in range(10_000):  # 2,500 rows a window: three pages each
         proxy.add_spend(ALICE, 0.003, BASE + timedelta(seconds=0.05 + i * 0.12))
     now = BASE + timedelta(minutes=20) + SETTLE
-    proxy.fail_after = 4  # window 1 (three pages) and the first page of window 2, then HTTP 500
+    proxy.fail_after = 5  # window 1 (three pages and its count), window 2's first page, then HTTP 500
 
     with pytest.raises(TransientProxyError):
         sync(now=now)
@@ -183,7 +187,7 @@ def test_row_slipping_past_a_page_boundary_is_caught_by_the_recount(proxy, monke
     account("alice", ALICE)
     for i in range(1_500):
         proxy.add_spend(ALICE, 0.01, BASE + timedelta(seconds=0.5 + i * 0.1))
-    real_fetch, lost = spend_read.fetch_page, []
+    real_fetch, lost = spend_fetch.fetch, []
 
     def unstable(window, number, size):
         page = real_fetch(window, number, size)
@@ -191,7 +195,7 @@ def test_row_slipping_past_a_page_boundary_is_caught_by_the_recount(proxy, monke
             lost.append(page.data.pop(0).request_id)
         return page
 
-    monkeypatch.setattr(spend_read, "fetch_page", unstable)
+    monkeypatch.setattr(spend_fetch, "fetch", unstable)
     result = sync(now=BASE + timedelta(minutes=5) + SETTLE)
     assert lost and stored() == 1_500 and usage() == (1_500, Decimal("15.00"))
     assert result.counts.inserted == 1_500 and position() == BASE + timedelta(minutes=5)
@@ -282,19 +286,31 @@ def test_cli_backfill_and_daily_usage(proxy):
     out = runner.invoke(app, ["usage", "alice", "--days", "2", "--json"])
     assert out.exit_code == 0, out.output
     days = json.loads(out.stdout)
-    assert sum(d["requests"] for d in days) == 31 and sum(Decimal(d["spend_usd"]) for d in days) == Decimal("0.6")
+    assert sum(d["requests"] for d in days) == 30 and sum(Decimal(d["spend_usd"]) for d in days) == Decimal("0.6")
+    assert sum(d["failed_requests"] for d in days) == 1  # the proxy's refused call is not a request
     assert {d["model"] for d in days} == {"fake-gpt"}
     assert runner.invoke(app, ["usage", "nobody", "--days", "2"]).exit_code == 1
 
 
-def test_beat_task_applied_in_process(proxy):
+def test_beat_task_sends_the_due_windows_and_their_tasks_read_them(proxy, redis_client):
     from tasks.spend import sync as sync_task
+    from tasks.spend import window as window_task
 
     now = datetime.now(UTC)
     account("alice", ALICE, created=now - timedelta(hours=1))
     proxy.add_spend(ALICE, 0.05, now - timedelta(minutes=10))
     sync_task.apply()
-    assert usage() == (1, Decimal("0.05"))
+    sent = [json.loads(base64.b64decode(json.loads(message)["body"]))[1]["event"]
+            for message in redis_client.lrange("spend", 0, -1)]
+    assert len(sent) >= 12 and usage() == (0, 0)  # an hour of windows, none read yet
+    sync_task.apply()
+    assert redis_client.llen("spend") == len(sent)  # sent once: not again while they wait
+    for event in sent:
+        window_task.apply(kwargs={"event": event})
+    assert usage() == (1, Decimal("0.05")) and position() >= now.replace(microsecond=0) - SETTLE
+    with session_scope() as session:
+        run = session.get(SpendSyncRun, sent[0]["run_id"])  # the beat run that sent them counts their work
+        assert run.inserted == 1 and run.rows_seen >= 1
 
 
 def test_beat_sends_spend_sync_to_a_real_worker(workers, proxy):

@@ -30,6 +30,8 @@ class Figures:
     sync_cursor: datetime | None = None
     sync_lag_s: float | None = None
     rows_ingested: int | None = None
+    rows_fetched_hour: int = 0  # rows the spend sync fetched from its source in the last hour
+    rows_stored_hour: int = 0
     usage_debited_usd: Decimal = Decimal(0)
     drift_accounts: int = 0
     dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)  # (task, kind) -> open letters
@@ -54,6 +56,9 @@ def read(conn: Connection) -> Figures:
     if _exists(conn, "spend_logs"):
         # An exact count: this is the audit figure, and an estimate would hide a lost row.
         f.rows_ingested = conn.execute(text("SELECT count(*) FROM spend_logs")).scalar_one()
+        f.rows_fetched_hour, f.rows_stored_hour = conn.execute(text(
+            "SELECT coalesce(sum(rows_seen), 0), coalesce(sum(inserted), 0) FROM spend_sync_runs "
+            "WHERE started_at > now() - interval '1 hour'")).one()
     f.usage_debited_usd = Decimal(conn.execute(
         text("SELECT coalesce(sum(spent_usd), 0) FROM ledger_entries WHERE kind = 'usage'")
     ).scalar_one())

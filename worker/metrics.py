@@ -61,6 +61,11 @@ class LedgerCollector(Collector):
         yield lag
         if f.rows_ingested is not None:
             yield CounterMetricFamily("credits_spend_rows_ingested", "Spend-log rows stored.", f.rows_ingested)
+        yield GaugeMetricFamily("credits_spend_rows_fetched_last_hour",
+                                "Spend-log rows the sync fetched from its source in the last hour.",
+                                f.rows_fetched_hour)
+        yield GaugeMetricFamily("credits_spend_rows_stored_last_hour",
+                                "Spend-log rows the sync stored in the last hour.", f.rows_stored_hour)
         yield CounterMetricFamily("credits_usage_debited_usd", "Usage debited from the ledger, in USD.",
                                   float(f.usage_debited_usd))
         yield GaugeMetricFamily("credits_budget_drift_accounts",

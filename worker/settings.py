@@ -65,9 +65,15 @@ class Settings(BaseSettings):
     spend_sync_interval_s: int = Field(default=60, gt=0)
     spend_window_s: int = Field(default=300, gt=0)
     spend_settle_s: int = Field(default=120, ge=0)
-    spend_lookback_s: int = Field(default=900, ge=0)
+    # Windows already read are verified (the source's count against what is stored) this far back.
+    spend_verify_s: int = Field(default=86400, ge=0)
+    # A spend-log row costing more than this is set aside as a dead letter, not debited.
+    spend_row_max_usd: Decimal = Field(default=Decimal(1000), gt=0)
     spend_page_size: int = Field(default=1000, ge=100, le=1000)
     spend_sync_start: datetime | None = None
+    # A read-only DSN to the proxy's own PostgreSQL (or its replica): spend rows are then read from
+    # "LiteLLM_SpendLogs" directly instead of through the HTTP API.
+    litellm_database_url: str | None = None
     reconcile_interval_s: int = Field(default=300, gt=0)
 
     alert_thresholds: Annotated[list[Threshold], NoDecode] = [Threshold("20%", percent=Decimal(20)),
@@ -93,7 +99,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of positive prices, e.g. 5,15,20")
         return sorted(value)
 
-    @field_validator("event_signing_secret", "alert_webhook_url", "metrics_port", "spend_sync_start", mode="before")
+    @field_validator("event_signing_secret", "alert_webhook_url", "metrics_port", "spend_sync_start",
+                     "litellm_database_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `EVENT_SIGNING_SECRET=` in a .env or compose file means "not set", not "an empty secret".

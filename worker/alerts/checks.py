@@ -67,33 +67,6 @@ def _any_pending(session: Session) -> bool:
     return bool(found.scalar())
 
 
-def check_new_usage() -> list[dict[str, Any]]:
-    """Check every account debited since the last call; the spend sync calls it after each run.
-
-    The watermark moves in the check's own transaction, so usage from a run that died before
-    checking is checked by the next call. Usage is only written under the spend sync's lock,
-    from which this is called, so no entry below the watermark can still be uncommitted."""
-    fired: list[dict[str, Any]] = []
-    with session_scope() as session:
-        mark = session.execute(text("SELECT last_usage_id FROM balance_alerts_watermark FOR UPDATE")).scalar()
-        # Bounded above as well: a one-sided range on a table without planner statistics yet (a
-        # fresh backfill, autovacuum off) is estimated at a third of the table and read in full on
-        # every run; a closed range is read through the primary key.
-        top, users = session.execute(
-            text("SELECT max(id), array_agg(DISTINCT user_id) FROM ledger_entries "
-                 "WHERE kind = 'usage' AND id > :mark AND id <= (SELECT max(id) FROM ledger_entries)"),
-            {"mark": mark or 0},
-        ).one()
-        if top is not None:
-            fired = _evaluate(session, sorted(users))
-            session.execute(
-                text("INSERT INTO balance_alerts_watermark (last_usage_id) VALUES (:top) "
-                     "ON CONFLICT (id) DO UPDATE SET last_usage_id = excluded.last_usage_id"), {"top": top}
-            )
-    deliver()  # even with no new usage: alerts left pending by a Redis outage go out on the next run
-    return fired
-
-
 def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
     levels = {t.label: t for t in get_settings().alert_thresholds}
     if not ids or not levels:

@@ -25,11 +25,12 @@ def register(app: typer.Typer) -> None:
     @app.command("sync-spend")
     @friendly
     def sync_spend(
-        start: str = typer.Option(None, "--from", help="Start (UTC); default: the cursor less the look-back."),
+        start: str = typer.Option(None, "--from", help="Backfill from (UTC); default with --to: the cursor."),
         end: str = typer.Option(None, "--to", help="End (UTC); default: now less SPEND_SETTLE_S."),
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Read spend logs from the proxy now (the beat task's job), or backfill a range."""
+        """Read and verify the spend windows due now, in this process (what beat's spend.sync sends to
+        the workers), or backfill a range with --from/--to."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from worker.spend.sync import sync
@@ -52,7 +53,7 @@ def register(app: typer.Typer) -> None:
             "to": result.span.end if result.span else None,
             "pages": result.counts.pages, "rows_seen": result.counts.rows_seen,
             "inserted": result.counts.inserted, "debited": result.counts.debited,
-            "skipped": result.counts.skipped, "cursor": result.cursor,
+            "skipped": result.counts.skipped, "rejected": result.counts.rejected, "cursor": result.cursor,
         }
         emit(summary, json, title="spend sync")
 
@@ -73,7 +74,8 @@ def register(app: typer.Typer) -> None:
                 raise CliError(f"no account for user {user_id!r}")
             rows = session.execute(
                 text(
-                    "SELECT day, model, requests, prompt_tokens, completion_tokens, spend_usd FROM daily_usage "
+                    "SELECT day, model, requests, failed_requests, prompt_tokens, completion_tokens, spend_usd "
+                    "FROM daily_usage "
                     "WHERE user_id = :u AND day >= :since ORDER BY day DESC, model"
                 ),
                 {"u": user_id, "since": since},

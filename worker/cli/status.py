@@ -34,7 +34,8 @@ def spend_sync(session: Any) -> dict[str, Any]:
     from worker.spend.runs import status
 
     found = status(session)
-    return {"cursor": found.cursor, "lag_seconds": found.lag_seconds, "last_run": found.last_run}
+    return {"cursor": found.cursor, "lag_seconds": found.lag_seconds, "last_run": found.last_run,
+            "last_hour": found.last_hour}
 
 
 def gather(timeout: float) -> dict[str, Any]:
@@ -68,6 +69,10 @@ def _rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     last = sync.get("last_run")
     if last:
         rows.append({"field": "spend sync last run", "value": f"{last['status']} at {last['started_at']}"})
+    hour = sync.get("last_hour") or {}
+    if hour.get("rows_stored"):
+        ratio = hour["rows_fetched"] / hour["rows_stored"]
+        rows.append({"field": "spend rows fetched per row stored (1 h)", "value": f"{ratio:.2f}"})
     rows.append({"field": "dead letters open", "value": status["dead_letters_open"]})
     rows += [{"field": f"  {d['task']} / {d['reason']}", "value": d["count"]} for d in status["dead_letters"]]
     rows.append({"field": "accounts drifted", "value": status["drift_accounts"]})

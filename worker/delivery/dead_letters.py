@@ -36,18 +36,20 @@ def pg_text(text: str) -> str:
 
 def store(task_name: str, payload: Any, reason: str, error: str = "", attempts: int = 1) -> int:
     """Write one dead letter in its own transaction and log it once."""
+    with session_scope() as session:
+        return add(session, task_name, payload, reason, error, attempts)
+
+
+def add(session: Session, task_name: str, payload: Any, reason: str, error: str = "", attempts: int = 1) -> int:
+    """A dead letter in the caller's transaction (committed, or not, with what it explains)."""
     # Any of these may carry what a hostile producer put in a message (a task name, a field).
     task_name, reason, error = pg_text(task_name)[:500], pg_text(reason), pg_text(error)
-    with session_scope() as session:
-        letter = DeadLetter(
-            task_name=task_name, payload=as_text(payload), reason=reason[:2000],
-            error=(error or reason)[:4000], attempts=attempts,
-        )
-        session.add(letter)
-        session.flush()
-        letter_id = letter.id
-    log.error("dead-lettered %s: %s", task_name, reason, extra={"dead_letter_id": letter_id})
-    return letter_id
+    letter = DeadLetter(task_name=task_name, payload=as_text(payload), reason=reason[:2000],
+                        error=(error or reason)[:4000], attempts=attempts)
+    session.add(letter)
+    session.flush()
+    log.error("dead-lettered %s: %s", task_name, reason, extra={"dead_letter_id": letter.id})
+    return letter.id
 
 
 def list_open(session: Session, limit: int = 50, status: str = "open") -> list[DeadLetter]:

@@ -12,13 +12,20 @@ from worker.producer import enqueue
 
 
 def replay(letter_id: int) -> str:
-    """Re-enqueue the stored event under its task name; returns the task name."""
+    """Re-enqueue the stored event under its task name; returns the task name. A spend-log row set
+    aside is checked again under today's settings (a raised SPEND_ROW_MAX_USD, say) and stored."""
     with session_scope() as session:
         letter = session.get(DeadLetter, letter_id, with_for_update=True)
         if letter is None:
             raise LookupError(f"no dead letter {letter_id}")
         if letter.status != "open":
             raise ValueError(f"dead letter {letter_id} is already {letter.status}")
+        if letter.task_name == "spend.row":
+            from worker.spend.rejects import store_again
+
+            store_again(session, letter)  # in this transaction, with the letter marked replayed
+            letter.status, letter.resolved_at = "replayed", datetime.now(UTC)
+            return letter.task_name
         if not letter.task_name.startswith("events.") or letter.task_name not in ROUTES:
             raise ValueError(f"dead letter {letter_id} has no replayable task ({letter.task_name})")
         try:

@@ -1,55 +1,77 @@
-"""Fetch one page of a spend-log window from the proxy, on whichever endpoint it has.
+"""The proxy's HTTP API as a spend source: a window's count, and its rows page by page.
 
-`/spend/logs/v2` is preferred; a proxy without it (404) is read through `/spend/logs/ui`,
-the same handler on older versions. The choice is remembered for the life of the process.
+`/spend/logs/v2` is preferred; a proxy without it (404) is read through `/spend/logs/ui`, the
+same handler on older versions. The choice is remembered for the life of the process.
 
-`prefetch` asks for the page the reader will want next on a background thread, so the proxy
-(the slow part: see docs/architecture.md, "The proxy") works while the page in hand is written;
-`fetch_page` then takes that result, or its error, instead of asking again. At most one page is
-ahead per thread, so memory stays at two pages.
+While the page in hand is written, the next one is fetched on a background thread, so the proxy
+(the slow part: see docs/architecture.md, "The proxy") works meanwhile; at most one page is ahead,
+so memory stays at two pages. Paging stops at a short page or at the proxy's own total_pages,
+and a proxy that keeps serving full pages past its count cap is an error, not an endless run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from schemas.proxy import SpendLogPage
 from worker import proxy
-from worker.spend.windows import Window
+from worker.settings import get_settings
+from worker.spend import rows
+from worker.spend.windows import COUNT_CAP, TooLarge, Window, too_large
 
 log = logging.getLogger(__name__)
 V2 = "/spend/logs/v2"
 UI = "/spend/logs/ui"
 _path = V2
-_ahead = threading.local()  # .page: ((window, number, size), Future) of the caller's thread
 _executor: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def fetch_page(window: Window, number: int, size: int) -> SpendLogPage:
-    wanted = (window, number, size)
-    ahead = getattr(_ahead, "page", None)
-    _ahead.page = None
+class ProxySource:
+    name = "proxy"
+    count_rows = 1  # a count is a page of one row
+
+    def count(self, window: Window) -> int | None:
+        """Rows the proxy holds in the window (one row fetched), or None at its count cap."""
+        page = fetch(window, 1, 1)
+        return None if too_large(page) else page.total
+
+    def pages(self, window: Window) -> Iterator[list[rows.Row | rows.Rejected]]:
+        """Every row of the window, a page at a time; TooLarge (before any row) at the count cap."""
+        size = get_settings().spend_page_size
+        most = -(-COUNT_CAP // size) + 1  # a window under the cap needs no more pages than this
+        number, ahead = 1, None
+        while True:
+            page = ahead.result() if ahead is not None else fetch(window, number, size)
+            if number == 1 and too_large(page):
+                raise TooLarge(page.total)
+            last = _is_last(page, number, size)
+            if not last and number >= most:
+                raise proxy.TransientProxyError(V2, f"kept serving full pages past page {most} of window {window}")
+            ahead = None if last else _pool().submit(fetch, window, number + 1, size)
+            try:
+                yield [rows.from_api(item) for item in page.data]
+            except BaseException:
+                _drop(ahead)
+                raise
+            if last:
+                return
+            number += 1
+
+
+def _is_last(page: SpendLogPage, number: int, requested: int) -> bool:
+    """A short page ends the window, and so does the proxy's own page count. If the proxy quietly
+    served smaller pages than asked (older versions capped /ui at 100), measure against what it
+    says it served, or every window would end after its first page."""
+    served = page.page_size if 0 < page.page_size < requested else requested
+    return len(page.data) < served or (page.total_pages > 0 and number >= page.total_pages)
+
+
+def _drop(ahead: Future | None) -> None:
     if ahead is not None:
-        if ahead[0] == wanted:
-            return ahead[1].result()
-        ahead[1].cancel()  # not the page wanted (a window read again): dropped
-    return _fetch(window, number, size)
-
-
-def prefetch(window: Window, number: int, size: int) -> None:
-    """Start fetching this page in the background for the next fetch_page of this thread."""
-    drop_prefetch()
-    _ahead.page = ((window, number, size), _pool().submit(_fetch, window, number, size))
-
-
-def drop_prefetch() -> None:
-    ahead = getattr(_ahead, "page", None)
-    _ahead.page = None
-    if ahead is not None:
-        ahead[1].cancel()
+        ahead.cancel()
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -59,7 +81,7 @@ def _pool() -> ThreadPoolExecutor:
     return _executor[1]
 
 
-def _fetch(window: Window, number: int, size: int) -> SpendLogPage:
+def fetch(window: Window, number: int, size: int) -> SpendLogPage:
     global _path
     start, end = window.query()
     path = _path
@@ -71,11 +93,3 @@ def _fetch(window: Window, number: int, size: int) -> SpendLogPage:
     log.warning("%s is missing on this proxy (HTTP 404): reading %s instead", V2, UI)
     _path = UI
     return proxy.spend_logs(start, end, number, size, path=UI)
-
-
-def is_last(page: SpendLogPage, requested: int) -> bool:
-    """A short page ends the window. If the proxy quietly served smaller pages than asked
-    (older versions capped /ui at 100), measure against what it says it served, or every
-    window would end after its first page."""
-    served = page.page_size if 0 < page.page_size < requested else requested
-    return len(page.data) < served

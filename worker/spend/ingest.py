@@ -2,11 +2,13 @@
 
 A page is COPYed into a session-local temporary table, then one statement stores the rows new
 to spend_logs (INSERT ... ON CONFLICT DO NOTHING, each row's owner found by joining its key hash
-to accounts) and debits those with spend on our keys. COPY is formatted by psycopg's C code; the
-earlier per-column arrays were quoted element by element in Python, which cost more than the
-database's own work (bench/spend_ingest.py). Only rows new to spend_logs are debited, and the
-ledger's idempotency key ('spend:<request_id>') backs that up, so re-reading a window
-(look-back, retries, shared boundary seconds) never charges twice.
+to accounts), debits those with spend on our keys, and adds them to spend_daily. COPY is
+formatted by psycopg's C code (bench/spend_ingest.py). Only rows new to spend_logs are debited,
+and the ledger's idempotency key ('spend:<request_id>') backs that up, so reading a window again
+(verification, retries, parallel readers, shared boundary seconds) never charges twice.
+
+Rows set aside (worker.spend.rows) are recorded once each in spend_rejected, with a dead letter
+holding the row, in the same transaction as the rest of the page.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from schemas.proxy import SpendLogRow
-from worker.credits.ledger import money
+from worker.delivery import dead_letters
+from worker.delivery.dead_letters import pg_text
+from worker.spend.rows import Rejected, Row, payload
+
+DEAD_LETTER_TASK = "spend.row"
 
 
 @dataclass
 class Counts:
     pages: int = 0
-    rows_seen: int = 0
+    rows_seen: int = 0  # rows fetched from the source, count requests included
     inserted: int = 0
     debited: int = 0
     skipped: int = 0  # new rows not debited: someone else's key, or no spend (failed calls)
+    rejected: int = 0  # rows set aside as dead letters, each counted once
 
     def add(self, other: Counts) -> None:
         for f in fields(self):
@@ -54,42 +60,78 @@ _STORE_AND_DEBIT = text(
                p.status, p.start_time
         FROM spend_page p LEFT JOIN accounts a ON a.key_hash = p.api_key
         ON CONFLICT (request_id) DO NOTHING
-        RETURNING user_id, request_id, spend, start_time
+        RETURNING user_id, request_id, model, spend, prompt_tokens, completion_tokens, status, start_time
     ), debited AS (
         INSERT INTO ledger_entries (user_id, kind, idempotency_key, spent_usd, occurred_at)
         SELECT user_id, 'usage', 'spend:' || request_id, spend, start_time FROM new
         WHERE user_id IS NOT NULL AND spend > 0
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING 1
+    ), daily AS (
+        -- In key order, so readers of windows in parallel lock shared rows in one order.
+        INSERT INTO spend_daily AS d (user_id, day, model, requests, failed_requests, prompt_tokens,
+                                      completion_tokens, spend_usd)
+        SELECT user_id, (start_time AT TIME ZONE 'UTC')::date, coalesce(model, ''),
+               count(*) FILTER (WHERE status IS DISTINCT FROM 'failure'), count(*) FILTER (WHERE status = 'failure'),
+               sum(prompt_tokens), sum(completion_tokens), sum(spend)
+        FROM new WHERE user_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (user_id, day, model) DO UPDATE SET
+            requests = d.requests + excluded.requests, failed_requests = d.failed_requests + excluded.failed_requests,
+            prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = d.completion_tokens + excluded.completion_tokens,
+            spend_usd = d.spend_usd + excluded.spend_usd
+        RETURNING 1
     )
-    SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM debited)
+    SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM debited), (SELECT count(*) FROM daily)
     """
 )
 
 
 def stored_between(session: Session, start: datetime, end: datetime) -> int:
-    """Rows stored whose startTime the proxy's inclusive whole-second filter [start, end] matches."""
+    """Rows accounted for whose startTime the source's inclusive whole-second filter [start, end]
+    matches: stored, or set aside and not yet replayed."""
     return session.execute(
-        text("SELECT count(*) FROM spend_logs WHERE start_time >= :start AND start_time <= :end"),
+        text("SELECT (SELECT count(*) FROM spend_logs WHERE start_time >= :start AND start_time <= :end)"
+             " + (SELECT count(*) FROM spend_rejected WHERE resolved_at IS NULL"
+             "    AND start_time >= :start AND start_time <= :end)"),
         {"start": start, "end": end},
     ).scalar_one()
 
 
-def write_page(session: Session, rows: list[SpendLogRow]) -> Counts:
-    """Store and debit one page inside the caller's transaction; returns what it did."""
+def write_page(session: Session, rows: list[Row | Rejected], fallback_time: datetime | None = None) -> Counts:
+    """Store and debit one page inside the caller's transaction; returns what it did.
+
+    `fallback_time` files a set-aside row whose own startTime could not be read (its window's start)."""
     counts = Counts(pages=1, rows_seen=len(rows))
-    # A page should not repeat a request_id, but one INSERT must not see the same key twice.
-    unique = {row.request_id: row for row in rows}
-    if not unique:
+    good = {r.request_id: r for r in rows if isinstance(r, Row)}  # a page must not repeat a key in one INSERT
+    for bad in (r for r in rows if isinstance(r, Rejected)):
+        counts.rejected += _set_aside(session, bad, fallback_time)
+    if not good:
         return counts
     session.execute(_PAGE_TABLE)
     with session.connection().connection.driver_connection.cursor() as cursor:
         with cursor.copy(_COPY) as copy:
-            for r in unique.values():
-                # The name the caller asked for (fake-gpt-2), not the provider route (openai/fake-gpt-2).
-                copy.write_row((r.request_id, r.api_key, r.model_group or r.model, money(r.spend),
-                                r.prompt_tokens, r.completion_tokens, r.status, r.startTime))
-    counts.inserted, counts.debited = session.execute(_STORE_AND_DEBIT).one()
+            for row in good.values():
+                copy.write_row(row.as_copy())
+    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT).one()
     session.execute(text("DELETE FROM spend_page"))
     counts.skipped = counts.inserted - counts.debited
     return counts
+
+
+def _set_aside(session: Session, row: Rejected, fallback_time: datetime | None) -> int:
+    """Record a rejected row once (re-reading its window finds it recorded); 1 if new."""
+    when = row.start_time or fallback_time
+    if when is None:
+        raise ValueError("a set-aside row needs a time to be filed under")
+    key = pg_text(row.request_id)[:1000] or f"(no request_id) {payload(row)[:200]}"
+    fresh = session.execute(
+        text("INSERT INTO spend_rejected (request_id, start_time, reason) VALUES (:id, :t, :reason) "
+             "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"),
+        {"id": key, "t": when, "reason": pg_text(row.reason)[:1000]},
+    ).scalar() is not None
+    if fresh:
+        letter = dead_letters.add(session, DEAD_LETTER_TASK, payload(row), f"spend-log row set aside: {row.reason}")
+        session.execute(text("UPDATE spend_rejected SET dead_letter_id = :d WHERE request_id = :id"),
+                        {"d": letter, "id": key})
+    return int(fresh)

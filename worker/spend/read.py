@@ -1,73 +1,130 @@
-"""Read one window of spend logs into the database, page by page, and move the cursor past it.
+"""Bring one window up to date: read what is new in it, then make its stored rows match the source.
 
-Each page is written and committed before the next is fetched (memory: one page). The cursor
-moves only in the transaction of the window's last page, and only once the rows stored for the
-window are at least what the proxy counted on the first page: the proxy orders by startTime
-alone and pages by offset, so rows sharing a startTime can swap places between two page
-queries and one can slip past the page boundary unseen. Such a window is read again.
+Each page is written and committed before the next is taken (memory: about two pages). A window
+at the source's count cap is read, and verified, as two halves sharing their middle second. A
+verification asks the source for the window's count and compares it with the rows stored (and set
+aside); only where they differ is the range read again. The proxy orders by startTime alone and
+pages by offset, so rows sharing a startTime can swap places between two page queries and slip
+past a page boundary: the same check catches that, right after the read.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Protocol
 
+from sqlalchemy import text
+
+from worker.alerts.checks import check_alerts
 from worker.db import session_scope
 from worker.settings import get_settings
-from worker.spend import runs as spend_runs
-from worker.spend.fetch import fetch_page, is_last, prefetch
+from worker.spend import plan
 from worker.spend.ingest import Counts, stored_between, write_page
-from worker.spend.windows import Window, too_large
+from worker.spend.rows import Rejected, Row
+from worker.spend.windows import TooLarge, Window, whole_second
 
 log = logging.getLogger(__name__)
-# Reads of one window before it is accepted short of the proxy's count (the look-back of the
-# next runs still re-reads it); a shortfall is a rare tie at a page boundary, not a habit.
+# Checks of one window before it is left short of the source's count until its next
+# verification; a shortfall is a rare tie at a page boundary, not a habit.
 PASSES = 3
 
 
-def read_window(window: Window, counts: Counts, done: Callable[[Window], None],
-                following: Window | None = None) -> None:
-    """Store every row of the window, splitting it first if its count reaches the cap.
+class Source(Protocol):
+    name: str
+    count_rows: int  # rows a count request fetches
 
-    `following`, the window the caller reads next, has its first page fetched in the background
-    while this window's last page is written."""
-    for attempt in range(1, PASSES + 1):
-        if _page_through(window, counts, done, final=attempt == PASSES, following=following):
-            return
-        log.warning("spend window %s: fewer rows stored than the proxy counted; reading it again", window)
+    def count(self, window: Window) -> int | None: ...
+
+    def pages(self, window: Window) -> Iterator[list[Row | Rejected]]: ...
 
 
-def _page_through(window: Window, counts: Counts, done: Callable[[Window], None], final: bool,
-                  following: Window | None = None) -> bool:
-    """One pass over the window; False if it ended short of the count (rows stored, cursor kept)."""
-    size = get_settings().spend_page_size
-    number, expected = 1, 0
-    while True:
-        page = fetch_page(window, number, size)
-        if number == 1:
-            if too_large(page) and (halves := window.halves()) is not None:
-                log.info("spend window %s holds %s+ rows: splitting it", window, page.total)
-                read_window(halves[0], counts, done, following=halves[1])
-                read_window(halves[1], counts, done, following=following)
-                return True
-            expected = page.total
-        last = is_last(page, size)
-        if not last:
-            prefetch(window, number + 1, size)
-        elif following is not None:
-            prefetch(following, 1, size)
+def read_range(source: Source, window: Window, counts: Counts, owner: datetime | None = None) -> None:
+    """Store every row of the range, split in halves while it is at the count cap. `owner`, the
+    start of the spend window the range belongs to, is flagged for an alert check in the
+    transaction of each page that stored something."""
+    try:
+        for page in source.pages(window):
+            with session_scope() as session:
+                done = write_page(session, page, fallback_time=window.start)
+                if done.inserted and owner is not None:
+                    plan.alerts_due(session, owner)
+            counts.add(done)
+    except TooLarge:
+        halves = window.halves()
+        if halves is None:
+            raise
+        log.info("spend window %s is at the source's count cap: reading it in halves", window)
+        for half in halves:
+            read_range(source, half, counts, owner)
+
+
+def settle_range(source: Source, window: Window, counts: Counts, owner: datetime | None = None
+                 ) -> tuple[int | None, int]:
+    """Compare the source's count with what is stored; read again where they differ.
+
+    Returns (source count or None when only its halves could be counted, stored count) as found
+    before any re-read, after which the range matches unless rows moved meanwhile."""
+    found = source.count(window)
+    counts.rows_seen += source.count_rows if found is None else min(source.count_rows, found)
+    if found is None:
+        halves = window.halves()
+        if halves is None:
+            read_range(source, window, counts, owner)
+            return None, 0
+        for half in halves:
+            settle_range(source, half, counts, owner)
         with session_scope() as session:
-            counts.add(write_page(session, page.data))
-            short = last and stored_between(session, window.start, window.end) < expected
-            if last and (final or not short):
-                spend_runs.advance(session, window.start, window.end)
-        if last:
-            if short and not final:
-                return False
-            if short:
-                log.warning("spend window %s: still short of the proxy's count after %d reads; moving on",
-                            window, PASSES)
-            done(window)
-            return True
-        del page  # written: let it go before the next one arrives
-        number += 1
+            return None, stored_between(session, window.start, window.end)
+    with session_scope() as session:
+        stored = stored_between(session, window.start, window.end)
+    if stored != found:
+        log.info("spend window %s: %d rows stored, the %s counts %d: reading it again", window, stored,
+                 source.name, found)
+        read_range(source, window, counts, owner)
+    return found, stored
+
+
+def update_window(source: Source, start: datetime, now: datetime, counts: Counts) -> bool:
+    """Read the window's new rows, then verify all of it; False when another reader holds it."""
+    with session_scope() as session:
+        held = plan.claim(session, start)
+    if held is None:
+        return False
+    mine = Counts()
+    try:
+        upto = min(held.end, whole_second(now - timedelta(seconds=get_settings().spend_settle_s)))
+        if upto > held.read_to:
+            read_range(source, Window(held.read_to, upto), mine, held.start)
+        span = Window(held.start, max(upto, held.read_to))
+        for _ in range(PASSES):
+            found, stored = settle_range(source, span, mine, held.start)
+            if found is None or found == stored:
+                break
+        else:
+            log.warning("spend window %s: still short of the %s's count after %d checks", span, source.name, PASSES)
+        if held.alerts_due or mine.inserted:
+            _check_alerts(span)  # while the window is held: no reader can flag it meanwhile
+        with session_scope() as session:
+            plan.release(session, held, span.end, now, found, stored)
+    except BaseException:
+        with session_scope() as session:
+            plan.let_go(session, start)
+        raise
+    finally:
+        counts.add(mine)
+    return True
+
+
+def _check_alerts(span: Window) -> None:
+    """Accounts with new usage in the window may have crossed a threshold. The window stays
+    flagged from the page that stored the usage until the read that checks them is recorded, so
+    a check lost with a dead reader is made by the window's next reader."""
+    with session_scope() as session:
+        users = session.execute(
+            text("SELECT DISTINCT user_id FROM spend_logs WHERE start_time >= :s AND start_time <= :e "
+                 "AND user_id IS NOT NULL"), {"s": span.start, "e": span.end},
+        ).scalars().all()
+    if users:
+        check_alerts(users)

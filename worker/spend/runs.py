@@ -1,8 +1,8 @@
 """The spend sync's persisted state: its cursor, a record of every run, and a status summary.
 
-The cursor is the end of the last window read completely. It only moves forward, and only
-across a window that starts at or before it, so a backfill of a later range can never jump
-over a gap that was not read.
+The cursor is how far every spend window is read without a gap (worker.spend.plan.frontier);
+it only moves forward. A run record is one beat run (with the windows it sent, as their readers
+add to it) or one in-process run of the CLI.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ KEEP_RUNS = timedelta(days=30)
 @dataclass(frozen=True)
 class Cursor:
     position: datetime
-    origin: datetime  # where syncing began; the look-back never reaches before it
+    origin: datetime  # where syncing began: the first window starts here
 
 
 def cursor(session: Session) -> Cursor | None:
@@ -50,18 +50,16 @@ def ensure_cursor(session: Session, start: datetime | None) -> Cursor | None:
     return cursor(session)
 
 
-def advance(session: Session, window_start: datetime, window_end: datetime) -> None:
-    """Move the cursor to window_end if that window joins on to it (see the module docstring)."""
-    session.execute(
-        text(
-            "UPDATE spend_sync_cursor SET position = :end, updated_at = now() "
-            "WHERE position >= :start AND position < :end"
-        ),
-        {"start": window_start, "end": window_end},
-    )
+def move_cursor(session: Session, frontier: datetime | None) -> datetime | None:
+    """The cursor to the windows' read frontier; it only moves forward."""
+    if frontier is not None:
+        session.execute(text("UPDATE spend_sync_cursor SET position = :p, updated_at = now() WHERE position < :p"),
+                        {"p": frontier})
+    found = cursor(session)
+    return found.position if found else None
 
 
-def start_run(session: Session, window_start: datetime, window_end: datetime) -> int:
+def start_run(session: Session, window_start: datetime | None, window_end: datetime | None) -> int:
     # Called under the sync lock: any run still marked running died without finishing.
     session.execute(
         update(SpendSyncRun).where(SpendSyncRun.status == "running")
@@ -84,11 +82,36 @@ def finish_run(session: Session, run_id: int, counts: Counts, duration_ms: int, 
     session.execute(delete(SpendSyncRun).where(SpendSyncRun.started_at < func.now() - KEEP_RUNS))
 
 
+def add_counts(session: Session, run_id: int | None, counts: Counts, duration_ms: int) -> None:
+    """A window read by a `spend.window` task, added to the beat run that sent it."""
+    if run_id is None:
+        return
+    session.execute(
+        update(SpendSyncRun).where(SpendSyncRun.id == run_id).values(
+            finished_at=func.now(), pages=SpendSyncRun.pages + counts.pages,
+            rows_seen=SpendSyncRun.rows_seen + counts.rows_seen, inserted=SpendSyncRun.inserted + counts.inserted,
+            debited=SpendSyncRun.debited + counts.debited, skipped=SpendSyncRun.skipped + counts.skipped,
+            duration_ms=SpendSyncRun.duration_ms + duration_ms,
+        )
+    )
+
+
+def fetched_per_stored(session: Session, since: timedelta = timedelta(hours=1)) -> tuple[int, int]:
+    """(rows fetched from the source, rows stored) by the runs of the last hour: a sync that
+    fetches each row about once keeps the first close to the second."""
+    seen, stored = session.execute(
+        select(func.coalesce(func.sum(SpendSyncRun.rows_seen), 0), func.coalesce(func.sum(SpendSyncRun.inserted), 0))
+        .where(SpendSyncRun.started_at > func.now() - since)
+    ).one()
+    return int(seen), int(stored)
+
+
 @dataclass(frozen=True)
 class SyncStatus:
     cursor: datetime | None
     lag_seconds: float | None  # now minus the cursor: how far behind the stored usage is
     last_run: dict[str, Any] | None
+    last_hour: dict[str, int] | None = None  # rows fetched and stored by the last hour's runs
 
 
 def status(session: Session, now: datetime | None = None) -> SyncStatus:
@@ -103,8 +126,10 @@ def status(session: Session, now: datetime | None = None) -> SyncStatus:
             for name in ("id", "status", "started_at", "finished_at", "window_start", "window_end", "pages",
                          "rows_seen", "inserted", "debited", "skipped", "duration_ms", "error")
         }
+    seen, stored = fetched_per_stored(session)
     return SyncStatus(
         cursor=found.position if found else None,
         lag_seconds=(now - found.position).total_seconds() if found else None,
         last_run=last,
+        last_hour={"rows_fetched": seen, "rows_stored": stored},
     )

@@ -69,6 +69,10 @@ def windows(start: datetime, end: datetime, size_s: int) -> Iterator[Window]:
         start = stop
 
 
+class TooLarge(Exception):
+    """A window holds the count cap or more: read it as two halves."""
+
+
 def too_large(page: SpendLogPage) -> bool:
     """The first page's count says the window holds at least the count cap (or the count stopped)."""
     return page.total_is_capped or page.total >= COUNT_CAP
