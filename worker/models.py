@@ -109,3 +109,15 @@ class BalanceAlert(Base):
     last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_remaining_usd: Mapped[Decimal | None] = mapped_column(USD)
     pending: Mapped[dict | None] = mapped_column(JSONB(none_as_null=True))  # None is SQL NULL, not JSON null
+
+
+class FiredAlert(Base):
+    """A balance alert as it went onto the stream; ops.alert_webhook POSTs it by id, never by content."""
+
+    __tablename__ = "fired_alerts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(Text, unique=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict] = mapped_column(JSONB)
+    delivered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    webhook_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
