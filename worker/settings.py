@@ -120,8 +120,8 @@ class Settings(BaseSettings):
             return None
         secret = value.get_secret_value().strip()
         if not secret:
-            raise ValueError("is set but empty; unset it to switch signing off, or set a secret of at least "
-                             f"{MIN_SECRET_BYTES} bytes")
+            raise ValueError("is set but empty or only whitespace; unset it to switch signing off, or set a "
+                             f"secret of at least {MIN_SECRET_BYTES} bytes")
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"is {len(secret.encode())} bytes; a signing secret must be at least {MIN_SECRET_BYTES} "
                              "bytes (make one with python -c 'import secrets; print(secrets.token_hex(32))')")
