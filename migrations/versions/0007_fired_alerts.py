@@ -3,6 +3,8 @@
 ops.alert_webhook used to carry the whole alert: anyone able to push onto a queue could make the
 worker POST arbitrary JSON to ALERT_WEBHOOK_URL. Its message is now {"fired_alert_id": N}; the
 payload comes from this table, so a forged message can at most re-send an alert that fired.
+A webhook message still queued in the old form when this runs is dead-lettered (its alert is on
+the stream `credits.alerts` all the same).
 
 Revision ID: 0007
 Revises: 0006
