@@ -11,6 +11,8 @@ ROUTES = {
     "events.signup": "signups",
     "events.payment": "payments",
     "events.refund": "payments",
+    "events.adjustment": "payments",
+    "events.redeem": "payments",
     "spend.sync": "spend",
     "spend.window": "spend",
     "ops.reconcile": "spend",
@@ -18,4 +20,5 @@ ROUTES = {
 }
 
 # The event models' names (schemas.events.EVENT_MODELS) and the task each is sent to.
-EVENT_TASKS = {"signup": "events.signup", "payment": "events.payment", "refund": "events.refund"}
+EVENT_TASKS = {"signup": "events.signup", "payment": "events.payment", "refund": "events.refund",
+               "adjustment": "events.adjustment", "redeem": "events.redeem"}

@@ -14,7 +14,8 @@ from worker.settings import get_settings
 
 # Named, not imported: each module registers its tasks on `app` when the worker loads it, and
 # nothing here depends on the task code.
-TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.spend", "tasks.reconcile", "tasks.alerts"]
+TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.credit_tools", "tasks.spend", "tasks.reconcile",
+                "tasks.alerts"]
 
 
 def make_app() -> Celery:
