@@ -16,6 +16,7 @@ ROUTES = {
     "spend.sync": "spend",
     "spend.window": "spend",
     "ops.reconcile": "spend",
+    "ops.expire_credit": "spend",
     "ops.alert_webhook": "spend",
 }
 

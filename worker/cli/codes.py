@@ -25,6 +25,8 @@ def create(
     max_uses: int = typer.Option(None, min=1, help="Redemptions allowed per code (by different users); "
                                                    "default unlimited."),
     prefix: str = typer.Option("PROMO", help="Letters or digits each code starts with."),
+    credit_expires_days: int = typer.Option(None, min=1, help="The credit of a redemption expires this many "
+                                                               "days after it; default never."),
     json: bool = typer.Option(False, "--json", help="Print a JSON list of objects with a `code` field."),
 ) -> None:
     """Make new codes and print them: they are stored hashed, so this is the only time they are shown."""
@@ -41,9 +43,10 @@ def create(
         raise CliError(f"--expires {expires!r} is not an ISO 8601 timestamp") from None
     with session_scope() as session:
         made = create_codes(session, amount_usd=amount, count=count, prefix=prefix, expires_at=expires_at,
-                            max_uses=max_uses)
+                            max_uses=max_uses, credit_expires_days=credit_expires_days)
     if json:
-        emit_json([{"id": i, "code": code, "amount_usd": amount, "max_uses": max_uses, "expires_at": expires_at}
+        emit_json([{"id": i, "code": code, "amount_usd": amount, "max_uses": max_uses, "expires_at": expires_at,
+                    "credit_expires_days": credit_expires_days}
                    for i, code in made])
     else:
         for _, code in made:

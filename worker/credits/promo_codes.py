@@ -45,7 +45,8 @@ def hint(code: str) -> str:
 
 
 def create_codes(session: Session, *, amount_usd: Decimal, count: int, prefix: str = "PROMO",
-                 expires_at: datetime | None = None, max_uses: int | None = None) -> list[tuple[int, str]]:
+                 expires_at: datetime | None = None, max_uses: int | None = None,
+                 credit_expires_days: int | None = None) -> list[tuple[int, str]]:
     """`count` new codes worth `amount_usd` each; returns (id, code) pairs, the only time the
     codes themselves exist outside the user's hands."""
     if not PREFIX.match(prefix):
@@ -56,9 +57,12 @@ def create_codes(session: Session, *, amount_usd: Decimal, count: int, prefix: s
         raise ValueError("the expiry must carry a UTC offset, e.g. 2026-12-31T23:59:59Z")
     if max_uses is not None and max_uses < 1:
         raise ValueError("max uses must be at least 1")
+    if credit_expires_days is not None and credit_expires_days < 1:
+        raise ValueError("credit expiry days must be at least 1")
     codes = [new_code(prefix) for _ in range(count)]
     rows = [PromoCode(code_hash=code_hash(c), hint=hint(c), amount_usd=ledger.money(amount_usd),
-                      max_uses=max_uses, expires_at=expires_at) for c in codes]
+                      max_uses=max_uses, expires_at=expires_at, credit_expires_days=credit_expires_days)
+            for c in codes]
     session.add_all(rows)
     session.flush()
     return [(row.id, code) for row, code in zip(rows, codes, strict=True)]
@@ -80,11 +84,13 @@ class CodeRow:
     uses: int
     max_uses: int | None
     expires_at: datetime | None
+    credit_expires_days: int | None
     state: str
     created_at: datetime
 
 
 def list_codes(session: Session) -> list[CodeRow]:
     now = datetime.now(UTC)
-    return [CodeRow(c.id, c.hint, c.amount_usd, c.uses, c.max_uses, c.expires_at, state(c, now), c.created_at)
+    return [CodeRow(c.id, c.hint, c.amount_usd, c.uses, c.max_uses, c.expires_at, c.credit_expires_days,
+                    state(c, now), c.created_at)
             for c in session.execute(select(PromoCode).order_by(PromoCode.id.desc())).scalars()]

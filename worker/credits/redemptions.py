@@ -7,6 +7,8 @@ time, so `max_uses` is never passed, and a use is counted exactly when its credi
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -54,5 +56,6 @@ def apply_redeem(session: Session, event: RedeemEvent) -> bool:
     return ledger.record(
         session, user_id=event.user_id, kind="promo", idempotency_key=key, grant_key=key,
         credit=code.amount_usd, occurred_at=event.redeemed_at,
+        expires_at=event.redeemed_at + timedelta(days=code.credit_expires_days) if code.credit_expires_days else None,
         details={"code_id": code.id, "hint": code.hint},
     )
