@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
@@ -118,6 +119,15 @@ def refund_key(provider: object, refund_reference: object) -> str:
     return f"refund:{provider}:{refund_reference}"
 
 
+def adjustment_key(reference: object) -> str:
+    return f"adjustment:{reference}"
+
+
+def promo_key(code_id: object, user_id: object) -> str:
+    """One promo credit per (code, user): the code by its row id, never its text."""
+    return f"promo:{code_id}:{user_id}"
+
+
 class SignupEvent(Event):
     user_id: UserId
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
@@ -163,10 +173,52 @@ class RefundEvent(Event):
         return payment_key(self.provider, self.payment_reference)
 
 
+# A decimal string, never a JSON number: a float cannot carry an exact amount. At most 10 places
+# before and after the point, what numeric(20, 10) holds.
+DecimalString = Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,10}(\.[0-9]{1,10})?$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+# An operator's correction: credit added (positive) or taken back (negative). (Comments, not
+# docstrings: a docstring would replace the description schemas/export.py writes.)
+class AdjustmentEvent(Event):
+    user_id: UserId
+    amount_usd: DecimalString
+    reason: Text
+    reference: Reference
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    occurred_at: EventTime
+    signature: Signature | None = None
+
+    @field_validator("amount_usd")
+    @classmethod
+    def _not_zero(cls, value: str) -> str:
+        if Decimal(value) == 0:
+            raise ValueError("must not be zero")
+        return value
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.amount_usd)
+
+    @property
+    def idempotency_key(self) -> str:
+        return adjustment_key(self.reference)
+
+
+# A user typed a promo code into the web app.
+class RedeemEvent(Event):
+    user_id: UserId
+    code: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    redeemed_at: EventTime
+
+
 EVENT_MODELS: dict[str, type[Event]] = {
     "signup": SignupEvent,
     "payment": PaymentEvent,
     "refund": RefundEvent,
+    "adjustment": AdjustmentEvent,
+    "redeem": RedeemEvent,
 }
 
 

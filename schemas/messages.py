@@ -6,11 +6,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 
 class SpendWindow(BaseModel):
-    """`spend.window`: read or verify the spend window starting at `start`, for beat run `run_id`."""
+    """`spend.window`: read or verify the spend window starting at `start`, for beat run `run_id`.
+
+    `reader` names this message's hold on the window, so its own retry takes the window back at
+    once instead of waiting out the lease that a crash of its first attempt left behind."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     start: AwareDatetime
     run_id: StrictInt | None = None
+    reader: str | None = None
 
 
 class AlertWebhook(BaseModel):

@@ -16,7 +16,8 @@ from worker.settings import get_settings
 # Named, not imported: each module registers its tasks on `app` when the worker loads it, and
 # nothing here depends on the task code.
 log = logging.getLogger(__name__)
-TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.spend", "tasks.reconcile", "tasks.alerts"]
+TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.credit_tools", "tasks.spend", "tasks.reconcile",
+                "tasks.expiry", "tasks.alerts"]
 
 
 def make_app() -> Celery:
@@ -69,6 +70,11 @@ def make_app() -> Celery:
                 "task": "ops.reconcile",
                 "schedule": timedelta(seconds=s.reconcile_interval_s),
                 "options": {"queue": "spend", "expires": s.reconcile_interval_s},
+            },
+            "credit-expiry": {
+                "task": "ops.expire_credit",
+                "schedule": timedelta(seconds=s.credit_expiry_interval_s),
+                "options": {"queue": "spend", "expires": s.credit_expiry_interval_s},
             },
         },
         timezone="UTC",

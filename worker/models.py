@@ -47,6 +47,8 @@ class LedgerEntry(Base):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     details: Mapped[dict | None] = mapped_column(JSONB)
+    # On a grant's first entry: when its unspent part leaves (worker.credits.expiry); None, never.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeadLetter(Base):
@@ -121,3 +123,18 @@ class FiredAlert(Base):
     payload: Mapped[dict] = mapped_column(JSONB)
     delivered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     webhook_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PromoCode(Base):
+    """A promo code, known only by the SHA-256 of its canonical form; `uses` counts redemptions."""
+
+    __tablename__ = "promo_codes"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(Text)
+    amount_usd: Mapped[Decimal] = mapped_column(USD)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    credit_expires_days: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.events import PaymentEvent, RefundEvent, SignupEvent
+from schemas.events import AdjustmentEvent, PaymentEvent, RedeemEvent, RefundEvent, SignupEvent
 from schemas.routes import EVENT_TASKS
 from worker import signing
 from worker.app import app
 from worker.settings import get_settings
 
-# Shown by Flower and in worker logs through the message's kwargsrepr, so masked there.
-SENSITIVE = frozenset({"signature"})
+# Shown by Flower and in worker logs through the message's kwargsrepr, so masked there. A promo
+# code is a bearer credential until it is used up.
+SENSITIVE = frozenset({"signature", "code"})
 
 
 def shown(event: Any) -> str:
@@ -58,3 +59,14 @@ def publish_refund(event: RefundEvent | dict[str, Any]) -> str:
     parsed = RefundEvent.model_validate(event)
     body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
     return enqueue("events.refund", _signed(body))
+
+
+def publish_adjustment(event: AdjustmentEvent | dict[str, Any]) -> str:
+    parsed = AdjustmentEvent.model_validate(event)
+    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
+    return enqueue("events.adjustment", _signed(body))
+
+
+def publish_redeem(event: RedeemEvent | dict[str, Any]) -> str:
+    parsed = RedeemEvent.model_validate(event)
+    return enqueue("events.redeem", parsed.model_dump(mode="json", exclude_none=True))

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     key_encryption_key: SecretStr
     key_alias_prefix: str = Field(default="credits-", max_length=64)
     signup_credit_usd: Decimal = Field(default=Decimal("2"), ge=0)
+    # The signup grant's unspent part expires this many days after the signup; unset, never.
+    signup_credit_expires_days: int | None = Field(default=None, gt=0)
 
     payment_plans: Annotated[list[Decimal], NoDecode] = [Decimal(5), Decimal(15), Decimal(20)]
     credit_multiplier: Decimal = Field(default=Decimal("2"), gt=0)
@@ -82,6 +84,7 @@ class Settings(BaseSettings):
     # "LiteLLM_SpendLogs" directly instead of through the HTTP API.
     litellm_database_url: str | None = None
     reconcile_interval_s: int = Field(default=300, gt=0)
+    credit_expiry_interval_s: int = Field(default=300, gt=0)
 
     alert_thresholds: Annotated[list[Threshold], NoDecode] = [Threshold("20%", percent=Decimal(20)),
                                                                Threshold("0", usd=Decimal(0))]
@@ -106,7 +109,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of positive prices, e.g. 5,15,20")
         return sorted(value)
 
-    @field_validator("alert_webhook_url", "metrics_port", "spend_sync_start", "litellm_database_url", mode="before")
+    @field_validator("alert_webhook_url", "metrics_port", "spend_sync_start", "litellm_database_url",
+                     "signup_credit_expires_days", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
