@@ -30,5 +30,4 @@ def upgrade(database_url: str | None = None) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["database_url"] = url
-    # "heads": independent feature migrations may branch from the same parent.
-    command.upgrade(config, "heads")
+    command.upgrade(config, "head")  # one linear chain: a second head is an error to fix, not to run

@@ -13,13 +13,13 @@
   (what is left of a grant when it expires) and for account_balances.savings_usd.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
