@@ -100,8 +100,8 @@ def _check(session: Session, accounts: list[tuple[str, int]], report: AuditRepor
     report.mismatches += found
     bad = sorted({m.user_id for m in found})
     # Open mismatches are what the metric credits_audit_mismatches counts: cleared when clean.
-    session.execute(text("DELETE FROM audit_mismatches WHERE user_id = ANY(:ids) AND user_id <> ALL(CAST(:bad AS text[]))"),
-                    {"ids": ids, "bad": bad})
+    session.execute(text("DELETE FROM audit_mismatches WHERE user_id = ANY(:ids) "
+                         "AND user_id <> ALL(CAST(:bad AS text[]))"), {"ids": ids, "bad": bad})
     for user_id in bad:
         first = next(m for m in found if m.user_id == user_id)
         session.execute(text(
