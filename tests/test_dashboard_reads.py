@@ -2,9 +2,10 @@
 index that serves each (EXPLAIN).
 
 The tables here are small, where the planner rightly prefers a sequential scan; enable_seqscan
-(and enable_bitmapscan) are off so EXPLAIN shows whether an index can serve the query's shape at all (a row comparison the
-index cannot take, or an order it does not give, would still show as a Filter or a Sort). At a
-million entries the planner picks these plans by itself: bench/results/dashboard.md records them.
+and enable_bitmapscan are off so EXPLAIN shows whether an index can serve the query's shape at
+all (a row comparison the index cannot take, or an order it does not give, would still show as a
+Filter or a Sort). At a million entries the planner picks these plans by itself:
+bench/results/dashboard.md records them.
 """
 
 from __future__ import annotations
