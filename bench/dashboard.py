@@ -15,7 +15,8 @@ Beside them, the same balance read through account_balances as 0001-0006 defined
 from the ledger at query time, created here as the view account_balances_before), and its list of
 all accounts; EXPLAIN (ANALYZE, BUFFERS) of every read at 1M; and what the trigger costs the
 spend ingest: 1,000-row pages through worker.spend.ingest.write_page with the trigger and, last
-of all, with it disabled.
+of all, with it disabled; and the audit (worker/credits/audit.py) of everything, and of one
+reconcile's slice.
 """
 
 from __future__ import annotations
@@ -112,22 +113,47 @@ def explain(cur: psycopg.Cursor, sql: str, params: list[Any]) -> str:
     return "\n".join(r[0] for r in cur.fetchall())
 
 
-def ingest_cost(user_id: str, pages: int) -> dict[str, float]:
-    """Median ms of one 1,000-row spend page through the real ingest statement."""
+def ingest_cost(with_trigger: str, without: str, pages: int) -> dict[str, dict[str, float]]:
+    """Median ms of one 1,000-row spend page through the real ingest statement, on one account
+    with the totals trigger and on another with it disabled, taking turns. Run last: the pages
+    written without the trigger leave that account's totals behind its ledger."""
     from worker.db import session_scope
     from worker.spend.ingest import write_page
     from worker.spend.rows import Row
 
-    key = hashlib.sha256(f"sk-{user_id}".encode()).hexdigest()  # the key_hash populate gave the account
-    at, times = datetime.now(UTC), []
-    for _ in range(pages):
-        rows = [Row(f"ingest-{user_id}-{time.time_ns()}-{i}", key, "gpt-a", Decimal("0.001"), 10, 5, "success",
-                    at + timedelta(milliseconds=i)) for i in range(1000)]
-        t0 = time.perf_counter()
-        with session_scope() as session:
-            write_page(session, rows)
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": round(statistics.median(times), 2), "pages": pages}
+    times: dict[str, list[float]] = {with_trigger: [], without: []}
+    at = datetime.now(UTC)
+    with psycopg.connect(pg_url(), autocommit=True) as admin:
+        for _ in range(pages):
+            for user_id in (with_trigger, without):
+                key = hashlib.sha256(f"sk-{user_id}".encode()).hexdigest()  # the key_hash populate gave it
+                rows = [Row(f"ingest-{user_id}-{time.time_ns()}-{i}", key, "gpt-a", Decimal("0.001"), 10, 5,
+                            "success", at + timedelta(milliseconds=i)) for i in range(1000)]
+                if user_id == without:
+                    admin.execute("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_totals")
+                t0 = time.perf_counter()
+                with session_scope() as session:
+                    write_page(session, rows)
+                times[user_id].append((time.perf_counter() - t0) * 1000)
+                if user_id == without:
+                    admin.execute("ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_totals")
+    return {name: {"median_ms": round(statistics.median(times[u]), 2), "pages": pages}
+            for name, u in (("with_trigger", with_trigger), ("without_trigger", without))}
+
+
+def audit_cost() -> dict[str, Any]:
+    """litellm-credits audit over everything, and one reconcile's slice at the default budget."""
+    from worker.credits.audit import audit_all, audit_slice
+    from worker.settings import get_settings
+
+    t0 = time.perf_counter()
+    full = audit_all()
+    full_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    part = audit_slice(get_settings().audit_entries_per_reconcile)
+    return {"all_s": round(full_s, 2), "all_accounts": full.accounts, "all_entries": full.entries,
+            "all_mismatches": len(full.mismatches), "slice_s": round(time.perf_counter() - t0, 3),
+            "slice_accounts": part.accounts, "slice_entries": part.entries}
 
 
 def main() -> None:
@@ -171,12 +197,8 @@ def main() -> None:
         figures["all_accounts_paged"] = timed(
             cur, "SELECT * FROM account_balances WHERE user_id > $1 ORDER BY user_id LIMIT $2",
             {"all": ["", 100_000]}, 3)["all"]
-    figures["ingest_page_ms"] = {"with_trigger": ingest_cost(users["1M"], 20)}
-    with psycopg.connect(pg_url(), autocommit=True) as conn:
-        conn.execute("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_totals")
-    figures["ingest_page_ms"]["without_trigger"] = ingest_cost(users["100k"], 20)
-    with psycopg.connect(pg_url(), autocommit=True) as conn:
-        conn.execute("ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_totals")
+    figures["audit"] = audit_cost()
+    figures["ingest_page_ms"] = ingest_cost(users["1M"], users["100k"], 20)
     balance = figures["reads"]["balance"]
     ratio = balance["1M"]["mean_ms"] / balance["1k"]["mean_ms"]
     figures["balance_1M_over_1k"] = round(ratio, 2)
@@ -203,7 +225,11 @@ def main() -> None:
         "history: 50 entries, the first page and one after the middle entry (keyset by id).",
         f"spend ingest, one 1,000-row page through write_page: median {ing['with_trigger']['median_ms']} ms with "
         f"the totals trigger, {ing['without_trigger']['median_ms']} ms with it disabled "
-        f"({ing['with_trigger']['pages']} pages each).",
+        f"({ing['with_trigger']['pages']} pages each, taking turns).",
+        f"audit: all {figures['audit']['all_entries']:,} entries of {figures['audit']['all_accounts']:,} accounts "
+        f"in {figures['audit']['all_s']} s ({figures['audit']['all_mismatches']} mismatches); one reconcile's slice "
+        f"(AUDIT_ENTRIES_PER_RECONCILE default) {figures['audit']['slice_entries']:,} entries of "
+        f"{figures['audit']['slice_accounts']:,} accounts in {figures['audit']['slice_s']} s.",
         "EXPLAIN (ANALYZE, BUFFERS) of each read at 1M: figures.plans_at_1M in dashboard.json.",
     ]
     run.write(figures, table, headers, notes)

@@ -182,3 +182,50 @@ def test_reconcile_runs_the_audit(proxy):
     tamper("UPDATE account_totals SET paid_usd = 6 WHERE user_id = 'r'")
     report = reconcile_alone(fix=False)
     assert [m.user_id for m in report.ledger_audit.mismatches] == ["r"]
+
+
+def test_the_migration_fills_the_totals_from_an_existing_ledger():
+    """A database at 0006 with history: after 0009, account_balances shows the very same rows."""
+    import psycopg
+    from alembic import command
+    from alembic.config import Config
+
+    from tests.conftest import PG_ADMIN_URL, TEST_DB
+    from worker.migrate import ROOT
+
+    name = f"{TEST_DB}_0009"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = url.replace("postgresql://", "postgresql+psycopg://")
+    try:
+        command.upgrade(config, "0006")
+        with psycopg.connect(url) as conn:
+            conn.execute("INSERT INTO accounts (user_id, key_alias, key_hash, key_encrypted) "
+                         "SELECT 'u' || i, 'a' || i, md5(i::text), 'x' FROM generate_series(1, 5) i")
+            conn.execute(
+                "INSERT INTO ledger_entries (user_id, kind, idempotency_key, grant_key, credit_usd, paid_usd, "
+                "occurred_at) SELECT 'u' || i, 'payment', 'p' || i || ':' || k, 'p' || i || ':' || k, 10, 5 + k % 3, "
+                "now() FROM generate_series(1, 5) i, generate_series(1, 4) k")
+            conn.execute(
+                "INSERT INTO ledger_entries (user_id, kind, idempotency_key, grant_key, credit_usd, paid_usd, "
+                "occurred_at) SELECT 'u' || i, 'refund', 'r' || i, 'p' || i || ':2', -3, -1.5, now() "
+                "FROM generate_series(1, 5) i")
+            conn.execute(
+                "INSERT INTO ledger_entries (user_id, kind, idempotency_key, spent_usd, occurred_at) "
+                "SELECT 'u' || (1 + g % 5), 'usage', 's' || g, 0.0137 * (g % 4), now() - g * interval '1 min' "
+                "FROM generate_series(1, 3000) g")
+            before = conn.execute("SELECT * FROM account_balances ORDER BY user_id").fetchall()
+        command.upgrade(config, "heads")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT * FROM account_balances ORDER BY user_id").fetchall() == before
+            assert conn.execute("SELECT sum(entries) FROM account_totals").fetchone() == (3025,)
+        command.downgrade(config, "0006")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT * FROM account_balances ORDER BY user_id").fetchall() == before
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
