@@ -35,6 +35,7 @@ class Figures:
     usage_debited_usd: Decimal = Decimal(0)
     drift_accounts: int = 0
     dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)  # (task, kind) -> open letters
+    audit_mismatches: int | None = None  # accounts whose running totals differed from the ledger when last audited
 
     @property
     def dead_letters_open(self) -> int:
@@ -59,9 +60,15 @@ def read(conn: Connection) -> Figures:
         f.rows_fetched_hour, f.rows_stored_hour = conn.execute(text(
             "SELECT coalesce(sum(rows_seen), 0), coalesce(sum(inserted), 0) FROM spend_sync_runs "
             "WHERE started_at > now() - interval '1 hour'")).one()
+    totals = _exists(conn, "account_totals")
+    # From the running totals where they exist (one row per account, audited against the ledger),
+    # instead of a scan of the whole ledger at every scrape.
     f.usage_debited_usd = Decimal(conn.execute(
+        text("SELECT coalesce(sum(spent_usd), 0) FROM account_totals") if totals else
         text("SELECT coalesce(sum(spent_usd), 0) FROM ledger_entries WHERE kind = 'usage'")
     ).scalar_one())
+    if _exists(conn, "audit_mismatches"):
+        f.audit_mismatches = conn.execute(text("SELECT count(*) FROM audit_mismatches")).scalar_one()
     # Same test as account_balances.credited_usd vs budget_pushed_usd, without the view's savings
     # arithmetic. Keys that failed for good are left out: no push will ever fix them.
     f.drift_accounts = conn.execute(text(

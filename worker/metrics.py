@@ -71,6 +71,10 @@ class LedgerCollector(Collector):
         yield GaugeMetricFamily("credits_budget_drift_accounts",
                                 "Accounts whose pushed max_budget differs from the ledger's credited total.",
                                 f.drift_accounts)
+        if f.audit_mismatches is not None:
+            yield GaugeMetricFamily("credits_audit_mismatches",
+                                    "Accounts whose running totals differed from the ledger when last audited.",
+                                    f.audit_mismatches)
         letters = GaugeMetricFamily("credits_dead_letters_open", "Open dead letters by task and kind of reason.",
                                     labels=["task", "reason"])
         for (task, kind), n in sorted(f.dead_letters.items()):

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     litellm_database_url: str | None = None
     reconcile_interval_s: int = Field(default=300, gt=0)
     credit_expiry_interval_s: int = Field(default=300, gt=0)
+    # Each reconcile audits the running totals of the next accounts (worker/credits/audit.py) until
+    # their ledger entries reach this many: the cost of a run stays bounded as the ledger grows.
+    audit_entries_per_reconcile: int = Field(default=200_000, ge=1)
 
     alert_thresholds: Annotated[list[Threshold], NoDecode] = [Threshold("20%", percent=Decimal(20)),
                                                                Threshold("0", usd=Decimal(0))]

@@ -84,14 +84,10 @@ def _evaluate(session: Session, ids: list[str]) -> list[dict[str, Any]]:
     ).scalars().all()
     # Read after locking: a concurrent check that just fired has committed, and we see its balance too.
     balances = {row.user_id: row for row in session.execute(
-        # The two figures account_balances would give, without its savings column: that one walks
-        # every grant of the account, and a check per payment made busy accounts ever slower.
-        text("SELECT a.user_id, coalesce(c.credited_usd, 0) AS credited_usd, "
-             "(coalesce(c.credited_usd, 0) - coalesce(u.spent, 0))::numeric(20, 10) AS remaining_usd "
-             "FROM accounts a LEFT JOIN account_credits c USING (user_id) "
-             "LEFT JOIN LATERAL (SELECT sum(l.spent_usd) AS spent FROM ledger_entries l "
-             "WHERE l.user_id = a.user_id AND l.kind = 'usage') u ON true "
-             "WHERE a.user_id = ANY(:ids)"),
+        # The two figures account_balances gives, from the running totals (one row per account).
+        text("SELECT a.user_id, coalesce(t.credited_usd, 0) AS credited_usd, "
+             "(coalesce(t.credited_usd, 0) - coalesce(t.spent_usd, 0))::numeric(20, 10) AS remaining_usd "
+             "FROM accounts a LEFT JOIN account_totals t USING (user_id) WHERE a.user_id = ANY(:ids)"),
         {"ids": ids},
     )}
     now, fired = datetime.now(UTC), []

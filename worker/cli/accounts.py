@@ -46,14 +46,16 @@ def register(app: typer.Typer) -> None:
         page: int = typer.Option(1, min=1, help="Page, newest first."),
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """The user's ledger entries, newest first."""
+        """The user's ledger entries, newest first (by when they happened)."""
         from worker.db import session_scope
         from worker.models import LedgerEntry
 
         with session_scope() as session:
             entries = session.execute(
+                # The order ledger_entries_history_idx (user_id, occurred_at, id) holds them in.
                 select(LedgerEntry).where(LedgerEntry.user_id == user_id)
-                .order_by(LedgerEntry.id.desc()).limit(limit).offset((page - 1) * limit)
+                .order_by(LedgerEntry.occurred_at.desc(), LedgerEntry.id.desc())
+                .limit(limit).offset((page - 1) * limit)
             ).scalars().all()
             # Adjustments carry why and by whom; a promo entry names its code by its hint.
             rows = [{"id": e.id, "kind": e.kind, "credit_usd": e.credit_usd, "paid_usd": e.paid_usd,

@@ -54,6 +54,7 @@ def gather(timeout: float) -> dict[str, Any]:
         "dead_letters_open": f.dead_letters_open,
         "dead_letters": [{"task": t, "reason": k, "count": n} for (t, k), n in sorted(f.dead_letters.items())],
         "drift_accounts": f.drift_accounts,
+        "audit_mismatches": f.audit_mismatches,
     }
 
 
@@ -76,6 +77,7 @@ def _rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"field": "dead letters open", "value": status["dead_letters_open"]})
     rows += [{"field": f"  {d['task']} / {d['reason']}", "value": d["count"]} for d in status["dead_letters"]]
     rows.append({"field": "accounts drifted", "value": status["drift_accounts"]})
+    rows.append({"field": "accounts failing the ledger audit", "value": status["audit_mismatches"]})
     return rows
 
 

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from worker import proxy
-from worker.credits import ledger
+from worker.credits import audit, ledger
 from worker.credits.accounts import sync_key
 from worker.db import Lock, exclusive, session_scope
 from worker.errors import Rejected
-from worker.models import Account, LedgerEntry
+from worker.models import Account
+from worker.settings import get_settings
 from worker.spend.repair import repair_key, unsynced_explains
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Report:
     spend_mismatches: list[Drift] = field(default_factory=list)
     spend_repaired: list[str] = field(default_factory=list)  # accounts whose missing usage was debited
     errors: list[str] = field(default_factory=list)
+    ledger_audit: audit.AuditReport | None = None  # running totals of a slice of accounts vs the ledger
 
 
 def reconcile_alone(fix: bool) -> Report | None:
@@ -57,7 +59,10 @@ def reconcile_alone(fix: bool) -> Report | None:
         if not mine:
             log.info("reconcile already running elsewhere; skipped")
             return None
-        return reconcile(fix=fix)
+        report = reconcile(fix=fix)
+        # Under the same lock: one slice at a time moves the audit cursor.
+        report.ledger_audit = audit.audit_slice(get_settings().audit_entries_per_reconcile)
+        return report
 
 
 def log_report(report: Report) -> None:
@@ -75,6 +80,8 @@ def log_report(report: Report) -> None:
                                             "ledger": str(mismatch.ledger)})
     for error in report.errors:
         log.warning("reconcile error: %s", error)
+    if report.ledger_audit is not None:
+        audit.log_report(report.ledger_audit)
 
 
 def reconcile(fix: bool = False, batch: int = BATCH) -> Report:
@@ -156,7 +163,7 @@ def _check(user_id: str, fix: bool, report: Report) -> None:
 
 
 def _spent(session: Session, user_id: str) -> Decimal:
+    """The account's usage, from its running totals (audited against the ledger)."""
     return Decimal(session.execute(
-        select(func.coalesce(func.sum(LedgerEntry.spent_usd), 0))
-        .where(LedgerEntry.user_id == user_id, LedgerEntry.kind == "usage")
+        text("SELECT coalesce(sum(spent_usd), 0) FROM account_totals WHERE user_id = :u"), {"u": user_id}
     ).scalar_one())

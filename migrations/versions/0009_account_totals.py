@@ -1,0 +1,200 @@
+"""Running totals per account, kept by a trigger in the transaction of every ledger write.
+
+A dashboard reads account_balances on every page view; summing the ledger there made a heavy
+user's read cost grow with their whole history (515-605 ms at a million entries). Now:
+
+- account_totals: per account, the sums account_balances showed (entries, credited, paid, spent,
+  the latest usage). One row per account, read by primary key.
+- account_grants: per account and grant (a signup grant, or a payment with its refunds), its
+  credit and paid, and, in the order grants are consumed (oldest first, by first entry id), the
+  credit of every grant before it (credit_before) and what consuming all of those saved
+  (saved_before). The savings at any spend is then one row: the last grant whose credit_before is
+  below the spend, found by account_grants_consumed_idx, plus its consumed part. Same arithmetic,
+  same values, as the window over the ledger in 0005.
+- ledger_entries_totals: an AFTER INSERT trigger, once per statement, over the statement's new
+  rows (a transition table), so no writer can forget it: record(), record_many(), the spend
+  ingest statement, a repair, a hand-written INSERT. Accounts are updated in user id order, one
+  lock order for every writer. Usage entries never touch account_grants.
+- account_balances and account_credits keep their names and columns and read the totals.
+  worker/credits/audit.py recomputes them from the ledger and reports any difference.
+- ledger_entries_history_idx (user_id, occurred_at, id) replaces ledger_entries_user_idx (user_id,
+  id): the ledger history is paged newest first by (occurred_at, id), and every lookup by user
+  the old index served, this one serves.
+- audit_mismatches (accounts whose totals differed from the ledger when last audited) and
+  audit_cursor (where the next bounded audit in reconcile starts).
+
+- account_totals.replays: the account has held expiring credit, an adjustment or an expiry
+  (0008). Which grant spend burns then depends on when each grant lived, so its savings_usd is
+  the time-ordered replay of grant_burn (0008), whose cost grows with that account's history;
+  every other account burns its grants oldest first, and the running table gives its savings in
+  one row. Both are the one burn order of 0008: soonest expiry first, then the oldest.
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+# The order grants are consumed in and what each saved, recomputed for the accounts given: used
+# by the trigger after a credit entry, and by the migration's backfill.
+GRANT_ORDER = """
+UPDATE account_grants g SET credit_before = w.credit_before, saved_before = w.saved_before
+FROM (
+    SELECT user_id, grant_key,
+           coalesce(sum(credit_usd) OVER prior, 0) AS credit_before,
+           coalesce(sum(CASE WHEN credit_usd > 0 THEN credit_usd * (1 - paid_usd / credit_usd) END) OVER prior,
+                    0) AS saved_before
+    FROM account_grants WHERE {accounts}
+    WINDOW prior AS (PARTITION BY user_id ORDER BY first_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+) w
+WHERE g.user_id = w.user_id AND g.grant_key = w.grant_key
+  AND (g.credit_before, g.saved_before) IS DISTINCT FROM (w.credit_before, w.saved_before)
+"""
+
+TOTALS_OF = """
+SELECT user_id, count(*), coalesce(sum(credit_usd) FILTER (WHERE kind <> 'usage'), 0),
+       coalesce(sum(paid_usd), 0), coalesce(sum(spent_usd), 0), max(occurred_at) FILTER (WHERE kind = 'usage'),
+       bool_or(expires_at IS NOT NULL OR kind IN ('adjustment', 'expiry'))
+FROM {source} GROUP BY user_id ORDER BY user_id
+"""
+
+GRANTS_OF = """
+SELECT user_id, grant_key, min(id), sum(credit_usd), sum(paid_usd)
+FROM {source} WHERE grant_key IS NOT NULL GROUP BY user_id, grant_key ORDER BY user_id, grant_key
+"""
+
+TRIGGER = f"""
+CREATE FUNCTION ledger_entries_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- First, and in user id order: the totals row is each account's lock, so two writers of
+    -- one account's grants run one after the other, and none can deadlock another.
+    INSERT INTO account_totals AS t (user_id, entries, credited_usd, paid_usd, spent_usd, last_spend_at, replays)
+    {TOTALS_OF.format(source="new_entries")}
+    ON CONFLICT (user_id) DO UPDATE SET
+        replays = t.replays OR excluded.replays,
+        entries = t.entries + excluded.entries,
+        credited_usd = t.credited_usd + excluded.credited_usd,
+        paid_usd = t.paid_usd + excluded.paid_usd,
+        spent_usd = t.spent_usd + excluded.spent_usd,
+        last_spend_at = greatest(t.last_spend_at, excluded.last_spend_at);
+    IF EXISTS (SELECT 1 FROM new_entries WHERE grant_key IS NOT NULL) THEN
+        INSERT INTO account_grants AS g (user_id, grant_key, first_id, credit_usd, paid_usd)
+        {GRANTS_OF.format(source="new_entries")}
+        ON CONFLICT (user_id, grant_key) DO UPDATE SET
+            first_id = least(g.first_id, excluded.first_id),
+            credit_usd = g.credit_usd + excluded.credit_usd,
+            paid_usd = g.paid_usd + excluded.paid_usd;
+        {GRANT_ORDER.format(accounts="user_id IN (SELECT user_id FROM new_entries WHERE grant_key IS NOT NULL)")};
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ledger_entries_totals AFTER INSERT ON ledger_entries
+    REFERENCING NEW TABLE AS new_entries FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_totals();
+"""
+
+CREDITS_VIEW = """
+CREATE OR REPLACE VIEW account_credits AS
+SELECT user_id, credited_usd FROM account_totals
+"""
+
+# Columns, names and types as in 0005. savings: grants before the one being consumed are spent
+# whole (saved_before); of that one, the part the spend reaches saved (1 - paid/credit) of it.
+BALANCES_VIEW = """
+CREATE OR REPLACE VIEW account_balances AS
+SELECT a.user_id, a.key_alias, a.key_status,
+       coalesce(t.credited_usd, 0)::numeric(20, 10) AS credited_usd,
+       coalesce(t.paid_usd, 0)::numeric(20, 10) AS paid_usd,
+       coalesce(t.spent_usd, 0)::numeric(20, 10) AS spent_usd,
+       coalesce(t.credited_usd, 0) - coalesce(t.spent_usd, 0) AS remaining_usd,
+       CASE WHEN t.replays THEN (
+           SELECT coalesce(sum(CASE WHEN b.credit > 0 THEN b.used * (1 - b.paid / b.credit) END), 0)
+           FROM grant_burn(a.user_id, now()) b)
+       ELSE coalesce(s.savings, 0) END::numeric(20, 10) AS savings_usd,
+       a.budget_pushed_usd, a.budget_pushed_at, t.last_spend_at
+FROM accounts a
+LEFT JOIN account_totals t ON t.user_id = a.user_id
+LEFT JOIN LATERAL (
+    SELECT g.saved_before + CASE WHEN g.credit_usd > 0
+               THEN least(t.spent_usd - g.credit_before, g.credit_usd) * (1 - g.paid_usd / g.credit_usd)
+               ELSE 0 END AS savings
+    FROM account_grants g
+    WHERE g.user_id = a.user_id AND g.credit_before < t.spent_usd
+    ORDER BY g.credit_before DESC, g.first_id DESC
+    LIMIT 1
+) s ON true
+"""
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE TABLE account_totals (
+            user_id varchar(128) PRIMARY KEY REFERENCES accounts (user_id),
+            entries bigint NOT NULL DEFAULT 0,
+            credited_usd numeric(20, 10) NOT NULL DEFAULT 0,
+            paid_usd numeric(20, 10) NOT NULL DEFAULT 0,
+            spent_usd numeric(20, 10) NOT NULL DEFAULT 0,
+            last_spend_at timestamptz,
+            replays boolean NOT NULL DEFAULT false
+        );
+        CREATE TABLE account_grants (
+            user_id varchar(128) NOT NULL REFERENCES accounts (user_id),
+            grant_key text NOT NULL,
+            first_id bigint NOT NULL,
+            credit_usd numeric(20, 10) NOT NULL,
+            paid_usd numeric(20, 10) NOT NULL,
+            -- Unconstrained numeric: exact sums, rounded once, where account_balances shows them.
+            credit_before numeric NOT NULL DEFAULT 0,
+            saved_before numeric NOT NULL DEFAULT 0,
+            PRIMARY KEY (user_id, grant_key)
+        );
+        CREATE INDEX account_grants_consumed_idx ON account_grants (user_id, credit_before, first_id);
+        CREATE TABLE audit_mismatches (
+            user_id varchar(128) PRIMARY KEY REFERENCES accounts (user_id),
+            found_at timestamptz NOT NULL DEFAULT now(),
+            ledger jsonb,
+            stored jsonb
+        );
+        CREATE TABLE audit_cursor (
+            id boolean PRIMARY KEY DEFAULT true CHECK (id),
+            after_user_id varchar(128) NOT NULL DEFAULT '',
+            passes bigint NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ledger_entries_history_idx ON ledger_entries (user_id, occurred_at, id);
+        DROP INDEX ledger_entries_user_idx;
+        -- No entry may be written between the backfill and the trigger.
+        LOCK TABLE ledger_entries IN SHARE MODE;
+        """
+    )
+    op.execute(TRIGGER)
+    op.execute("INSERT INTO account_totals (user_id, entries, credited_usd, paid_usd, spent_usd, last_spend_at, replays) "
+               + TOTALS_OF.format(source="ledger_entries"))
+    op.execute("INSERT INTO account_grants (user_id, grant_key, first_id, credit_usd, paid_usd) "
+               + GRANTS_OF.format(source="ledger_entries"))
+    op.execute(GRANT_ORDER.format(accounts="true"))
+    op.execute(CREDITS_VIEW)
+    op.execute(BALANCES_VIEW)
+    op.execute("ANALYZE account_totals; ANALYZE account_grants")
+
+
+def downgrade() -> None:
+    from importlib import import_module
+
+    op.execute("DROP VIEW account_balances; DROP VIEW account_credits")
+    op.execute(import_module("migrations.versions.0005_account_credits").CREDITS_VIEW)
+    op.execute(import_module("migrations.versions.0008_credit_tools").BALANCES_VIEW)
+    op.execute(
+        """
+        DROP TRIGGER ledger_entries_totals ON ledger_entries;
+        DROP FUNCTION ledger_entries_totals();
+        CREATE INDEX ledger_entries_user_idx ON ledger_entries (user_id, id);
+        DROP INDEX ledger_entries_history_idx;
+        DROP TABLE audit_cursor; DROP TABLE audit_mismatches; DROP TABLE account_grants; DROP TABLE account_totals;
+        """
+    )
