@@ -1,7 +1,10 @@
 """The record of messages a worker has taken and not yet acknowledged, and their acks.
 
-kombu keeps that record in Redis (the unacked hash and its index by time); this QoS acks a batch
-in one round trip and survives acks and restores on a connection that was lost meanwhile.
+kombu keeps that record in Redis (the unacked hash and its index by time), and each record here
+also has an owner (worker.delivery.reservations). This QoS acks a batch in one round trip,
+survives acks and restores on a connection that was lost meanwhile, and at every sweep refreshes
+its channel's heartbeat and gives back the messages of workers whose heartbeat stopped. kombu's
+sweep by age (BROKER_VISIBILITY_TIMEOUT_S) stays, as the last resort.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis, virtual
+
+from worker.delivery import reservations
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +80,30 @@ class QoS(redis.QoS):
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        owner = reservations.owner_of(delivery_tag)
+        # The client prefixes HDEL's key (global_keyprefix) itself.
+        return pipe if owner is None else pipe.hdel(reservations.owned_key(owner), delivery_tag)
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        tag = tag.decode() if isinstance(tag, bytes) else tag
+        owner = reservations.owner_of(tag)
+        if owner is None:  # recorded by kombu itself, in its format
+            return super().restore_by_tag(tag, client, leftmost)
+        keys = [self.unacked_key, self.unacked_index_key, reservations.owned_key(owner)]
+        with self.channel.conn_or_acquire(client) as client:
+            client.eval(reservations.RESTORE, 3, *map(self.channel.key, keys), tag, "1" if leftmost else "0")
+        return None
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        # Called every unacked_restore_interval (a fifth of BROKER_HEARTBEAT_S) by the event loop:
+        # a frozen or killed worker stops refreshing, a live one never lapses.
+        with self.channel.conn_or_acquire() as client:
+            self.channel.heartbeat(client)
+            keys = [self.unacked_key, self.unacked_index_key, reservations.OWNERS]
+            back = client.eval(reservations.SWEEP, 3, *map(self.channel.key, keys), self.channel.key(""))
+        if back:
+            log.warning("gave back %d unacknowledged messages of workers whose heartbeat stopped", back)
+        super().restore_visible(*args, **kwargs)
