@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis, virtual
+from kombu.utils.encoding import bytes_to_str
 
 from worker.delivery import reservations
 
@@ -83,12 +84,12 @@ class QoS(redis.QoS):
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)
-        owner = reservations.owner_of(delivery_tag)
+        owner = reservations.owner_of(bytes_to_str(delivery_tag))
         # The client prefixes HDEL's key (global_keyprefix) itself.
         return pipe if owner is None else pipe.hdel(reservations.owned_key(owner), delivery_tag)
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
-        tag = tag.decode() if isinstance(tag, bytes) else tag
+        tag = bytes_to_str(tag)  # kombu's sweep by age reads tags back as bytes
         owner = reservations.owner_of(tag)
         if owner is None:  # recorded by kombu itself, in its format
             return super().restore_by_tag(tag, client, leftmost)
