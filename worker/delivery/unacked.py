@@ -42,7 +42,8 @@ class QoS(redis.QoS):
                     pipe.execute()
                 except Exception as exc:  # noqa: BLE001 - a half-closed connection raises anything
                     log.warning("a batch's acks did not reach the broker (%s: %s); its messages come "
-                                "back after the visibility timeout and change nothing", type(exc).__name__, exc)
+                                "back once this channel's heartbeat expires and change nothing",
+                                type(exc).__name__, exc)
 
     def _lost(self) -> bool:
         # A lost connection closes the channel and leaves it without one; a task that finished
@@ -53,7 +54,7 @@ class QoS(redis.QoS):
     def ack(self, delivery_tag: str) -> None:
         if self._lost():
             log.warning("a message finished after the broker connection it came on was lost: not "
-                        "acknowledged; it comes back after the visibility timeout and changes nothing")
+                        "acknowledged; it comes back once that channel's heartbeat expires and changes nothing")
             return virtual.QoS.ack(self, delivery_tag)
         if self._acks is None:
             return super().ack(delivery_tag)
@@ -64,12 +65,12 @@ class QoS(redis.QoS):
         # On a lost connection kombu closes the channel and gives back, there and then, what the
         # worker held; with Redis gone that raises (AttributeError from a half-closed connection
         # included) and the worker stopped. The messages are still in the unacked hash, and the
-        # sweep gives them back after the visibility timeout: leave them there.
+        # sweep gives them back once this channel's heartbeat expires: leave them there.
         try:
             return super().restore_unacked(client)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the messages in Redis
             log.warning("could not give back %d unacknowledged messages now (%s: %s); they come back "
-                        "after the visibility timeout", len(self._delivered), type(exc).__name__, exc)
+                        "once this channel's heartbeat expires", len(self._delivered), type(exc).__name__, exc)
             self._delivered.clear()
             return None
 
