@@ -1,4 +1,4 @@
-"""Scenario 7c, what a producer puts in its envelope: a wrong delivery_info, a deadline or a time
+"""Scenario 7d, what a producer puts in its envelope: a wrong delivery_info, a deadline or a time
 limit, a repeated delivery tag, an oversized item, or a signature in a retry never drops or
 exposes an event. Each test reproduces a hole found by review (issue 14, part 2) against real
 workers; and a live worker's long task is never handed out twice by the heartbeat sweep."""
@@ -135,7 +135,7 @@ def peak_rss_kib(pid: int) -> int:
 def test_a_retried_refund_keeps_its_signature_masked(pool, chaos_proxy, broker):
     """(e) A signed refund retried while its payment is missing: the retry's kwargsrepr (what the
     unacked hash and Flower show) still masks the signature."""
-    secret = "s3cret-for-signing"
+    secret = "a-signing-secret-of-at-least-32-bytes-for-7d"
     pool.env["EVENT_SIGNING_SECRET"] = secret
     pool.start()
     back = refund("hal", "r-h", "p-h")
