@@ -11,11 +11,15 @@ ROUTES = {
     "events.signup": "signups",
     "events.payment": "payments",
     "events.refund": "payments",
+    "events.adjustment": "payments",
+    "events.redeem": "payments",
     "spend.sync": "spend",
     "spend.window": "spend",
     "ops.reconcile": "spend",
+    "ops.expire_credit": "spend",
     "ops.alert_webhook": "spend",
 }
 
 # The event models' names (schemas.events.EVENT_MODELS) and the task each is sent to.
-EVENT_TASKS = {"signup": "events.signup", "payment": "events.payment", "refund": "events.refund"}
+EVENT_TASKS = {"signup": "events.signup", "payment": "events.payment", "refund": "events.refund",
+               "adjustment": "events.adjustment", "redeem": "events.redeem"}

@@ -1,7 +1,11 @@
-"""`ops.alert_webhook` on queue `spend`: one balance alert POSTed, retried with backoff until it lands."""
+"""`ops.alert_webhook` on queue `spend`: one fired balance alert POSTed, retried with backoff until it lands.
+
+Internal: worker.alerts.stream sends it with the id of a fired_alerts row, and nothing else is
+accepted (unknown fields are refused, an unknown id is dead-lettered)."""
 
 from typing import Any
 
+from schemas.messages import AlertWebhook
 from worker.alerts import webhook
 from worker.delivery.policy import event_task
 from worker.logs import add_context
@@ -9,5 +13,6 @@ from worker.logs import add_context
 
 @event_task("ops.alert_webhook")
 def alert_webhook(event: dict[str, Any]) -> None:
-    add_context(user_id=event.get("user_id"), idempotency_key=event.get("alert_id"))
-    webhook.post(event)
+    parsed = AlertWebhook.model_validate(event)
+    add_context(idempotency_key=f"fired_alert:{parsed.fired_alert_id}")
+    webhook.post_fired(parsed.fired_alert_id)

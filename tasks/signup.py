@@ -3,6 +3,7 @@
 from typing import Any
 
 from schemas.events import SignupEvent
+from worker import signing
 from worker.credits.accounts import sync_key
 from worker.credits.signup import apply_signup
 from worker.db import session_scope
@@ -14,6 +15,7 @@ from worker.logs import add_context
 def signup(event: dict[str, Any]) -> None:
     parsed = SignupEvent.model_validate(event)
     add_context(user_id=parsed.user_id, idempotency_key=parsed.idempotency_key)
+    signing.check_signup(event)
     with session_scope() as session:
         apply_signup(session, parsed)
     # Only after the commit: the key's budget comes from what the ledger now holds.

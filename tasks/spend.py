@@ -20,4 +20,4 @@ def sync() -> None:
 @event_task("spend.window")
 def window(event: dict[str, Any]) -> None:
     parsed = SpendWindow.model_validate(event)
-    spend_sync.read_window(parsed.start, parsed.run_id)
+    spend_sync.read_window(parsed.start, parsed.run_id, parsed.reader)

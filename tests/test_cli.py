@@ -68,7 +68,7 @@ def test_dead_letter_commands(proxy, redis_client):
 def test_publish_enqueues_validated_events_and_refuses_bad_ones(redis_client, monkeypatch):
     out = as_json("publish", "signup", USER, "--email", USER)
     assert out["task"] == "events.signup" and out["event"]["user_id"] == USER and redis_client.llen("signups") == 1
-    monkeypatch.setenv("EVENT_SIGNING_SECRET", "s3cret")
+    monkeypatch.setenv("EVENT_SIGNING_SECRET", "s3cret-for-the-cli-test-0123456789abcdef")
     get_settings.cache_clear()
     out = as_json("publish", "payment", USER, "--reference", "p1", "--amount-minor", "500", "--at", AT)
     queued = json.loads(redis_client.lindex("payments", 0))

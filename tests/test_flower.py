@@ -18,7 +18,7 @@ from tests.fixtures import ROOT, wait_for
 from worker.producer import publish_payment, publish_signup
 from worker.settings import get_settings
 
-SECRET = "flower-test-signing-secret"
+SECRET = "flower-test-signing-secret-0123456789"
 AUTH = ("ops", "flower-pass")
 AT = "2026-11-20T10:00:00Z"
 

@@ -277,9 +277,9 @@ def test_bad_payment_is_dead_lettered_with_its_reason(proxy, event, reason):
 
 @pytest.fixture
 def signing_secret(monkeypatch):
-    monkeypatch.setenv("EVENT_SIGNING_SECRET", "whsec-test")
+    monkeypatch.setenv("EVENT_SIGNING_SECRET", "whsec-test-0123456789abcdef0123456789")
     get_settings.cache_clear()
-    yield "whsec-test"
+    yield "whsec-test-0123456789abcdef0123456789"
     monkeypatch.delenv("EVENT_SIGNING_SECRET")
     get_settings.cache_clear()
 
@@ -287,7 +287,7 @@ def signing_secret(monkeypatch):
 @pytest.mark.parametrize(
     ("signature", "reason"),
     [
-        (None, "missing signature (EVENT_SIGNING_SECRET is set, so payment events must be signed)"),
+        (None, "missing signature (EVENT_SIGNING_SECRET is set, so payments, refunds and adjustments must be signed)"),
         ("0" * 64, "bad signature: the HMAC-SHA256 of the event's canonical JSON does not match"),
         ("other", "bad signature: the HMAC-SHA256 of the event's canonical JSON does not match"),
     ],

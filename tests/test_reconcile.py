@@ -175,3 +175,26 @@ def test_spend_not_yet_synced_is_explained_by_the_settle_window(proxy):
     proxy.keys[bob]["spend"] = 0.3  # spend the proxy counts with no row behind it
     report = reconcile()
     assert report.spend_mismatches == [Drift("bob", Decimal("0.3"), Decimal(0))]
+
+
+def test_usage_filed_beyond_the_verification_horizon_is_debited_by_reconcile(proxy):
+    """A row the proxy filed 30 h after its start, past SPEND_VERIFY_S: no window is verified
+    that far back, but the key's spend shows it, and reconcile reads and debits it, once."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    ann = signup_user("ann")
+    with session_scope() as session:
+        session.execute(update(Account).where(Account.user_id == "ann")
+                        .values(created_at=datetime.now(UTC) - timedelta(days=3)))
+    for hours in (30, 40, 50):
+        proxy.add_spend(ann, 0.125, datetime.now(UTC) - timedelta(hours=hours))
+
+    report = reconcile(fix=True)
+    assert report.spend_repaired == ["ann"] and not report.spend_mismatches
+    with session_scope() as session:
+        assert ledger.balance(session, "ann").spent_usd == Decimal("0.375")
+    assert reconcile(fix=True).spend_repaired == []  # nothing left to repair: nothing debited twice
+    with session_scope() as session:
+        assert ledger.balance(session, "ann").spent_usd == Decimal("0.375")

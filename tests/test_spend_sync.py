@@ -17,55 +17,15 @@ import pytest
 from sqlalchemy import func, select, text
 
 from tests.fixtures import wait_for
-from tests.standin.proxy import token
+from tests.spend_helpers import ALICE, BASE, BOB, SETTLE, STRANGER, account, exact, last_run, position, stored, usage
 from worker import proxy as proxy_client
-from worker.credits.ledger import money
 from worker.db import session_scope
-from worker.models import Account, LedgerEntry, SpendLog, SpendSyncRun
+from worker.models import LedgerEntry, SpendSyncRun
 from worker.proxy import TransientProxyError
 from worker.settings import get_settings
 from worker.spend import fetch as spend_fetch
 from worker.spend import runs as spend_runs
 from worker.spend.sync import sync
-
-BASE = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-SETTLE = timedelta(seconds=120)
-ALICE, BOB, STRANGER = "sk-alice-0001", "sk-bob-0002", "sk-stranger-0003"
-
-
-def account(user_id: str, key: str, created: datetime = BASE) -> None:
-    with session_scope() as session:
-        session.add(Account(user_id=user_id, key_alias=f"test-{user_id}", key_hash=token(key),
-                            key_encrypted="unused", key_status="active", created_at=created))
-
-
-def usage() -> tuple[int, Decimal]:
-    with session_scope() as session:
-        count, total = session.execute(
-            select(func.count(), func.coalesce(func.sum(LedgerEntry.spent_usd), 0)).where(LedgerEntry.kind == "usage")
-        ).one()
-    return count, Decimal(total)
-
-
-def stored() -> int:
-    with session_scope() as session:
-        return session.execute(select(func.count()).select_from(SpendLog)).scalar_one()
-
-
-def position() -> datetime | None:
-    with session_scope() as session:
-        found = spend_runs.cursor(session)
-    return found.position if found else None
-
-
-def last_run() -> SpendSyncRun:
-    with session_scope() as session:
-        return session.execute(select(SpendSyncRun).order_by(SpendSyncRun.id.desc()).limit(1)).scalar_one()
-
-
-def exact(value: float) -> Decimal:
-    """What the proxy's float becomes in the ledger: its shortest repr, at numeric(20, 10)."""
-    return money(Decimal(str(value)))
 
 
 def test_25000_rows_over_two_hours_are_ingested_exactly_once(proxy):
@@ -149,9 +109,9 @@ def test_window_over_the_count_cap_is_split_and_fully_read(proxy, monkeypatch):
     calls: list[tuple[float, int]] = []
     real_fetch = spend_fetch.fetch
 
-    def counting(window, number, size):
+    def counting(window, number, size, api_key=None):
         calls.append((window.seconds, number))
-        return real_fetch(window, number, size)
+        return real_fetch(window, number, size, api_key)
 
     monkeypatch.setattr(spend_fetch, "fetch", counting)
     result = sync(now=BASE + timedelta(seconds=300) + SETTLE)
@@ -189,8 +149,8 @@ def test_row_slipping_past_a_page_boundary_is_caught_by_the_recount(proxy, monke
         proxy.add_spend(ALICE, 0.01, BASE + timedelta(seconds=0.5 + i * 0.1))
     real_fetch, lost = spend_fetch.fetch, []
 
-    def unstable(window, number, size):
-        page = real_fetch(window, number, size)
+    def unstable(window, number, size, api_key=None):
+        page = real_fetch(window, number, size, api_key)
         if number == 2 and not lost:  # the first row of page 2 went to page 1's place, unseen
             lost.append(page.data.pop(0).request_id)
         return page

@@ -134,7 +134,7 @@ def test_hand_built_payment_signed_as_node_would(workers, proxy, redis_client):
     import hashlib
     import hmac
 
-    secret = "node-shared-secret"
+    secret = "node-shared-secret-0123456789abcdef"
 
     def sort_keys_deep(value: Any) -> Any:  # what the README's sortKeysDeep does
         if isinstance(value, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import Celery, signals
@@ -14,7 +15,9 @@ from worker.settings import get_settings
 
 # Named, not imported: each module registers its tasks on `app` when the worker loads it, and
 # nothing here depends on the task code.
-TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.spend", "tasks.reconcile", "tasks.alerts"]
+log = logging.getLogger(__name__)
+TASK_MODULES = ["tasks.signup", "tasks.payment", "tasks.credit_tools", "tasks.spend", "tasks.reconcile",
+                "tasks.expiry", "tasks.alerts"]
 
 
 def make_app() -> Celery:
@@ -72,6 +75,11 @@ def make_app() -> Celery:
                 "schedule": timedelta(seconds=s.reconcile_interval_s),
                 "options": {"queue": "spend", "expires": s.reconcile_interval_s},
             },
+            "credit-expiry": {
+                "task": "ops.expire_credit",
+                "schedule": timedelta(seconds=s.credit_expiry_interval_s),
+                "options": {"queue": "spend", "expires": s.credit_expiry_interval_s},
+            },
         },
         timezone="UTC",
     )
@@ -117,3 +125,14 @@ def _serve_metrics(**_: object) -> None:
         from worker import metrics
 
         metrics.serve(get_settings().metrics_port)
+
+
+@signals.worker_ready.connect
+def _say_signing(**_: object) -> None:
+    # Once per worker: whether a producer's queue alone can credit money is worth one line.
+    s = get_settings()
+    if s.event_signing_secret is None:
+        log.warning("event signing is off (EVENT_SIGNING_SECRET unset): unsigned payments and refunds are applied")
+    else:
+        signups = "required" if s.signups_must_be_signed else "checked when present (SIGNUPS_MUST_BE_SIGNED off)"
+        log.info("event signing is on: payment and refund signatures required, signup signatures %s", signups)

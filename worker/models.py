@@ -47,6 +47,8 @@ class LedgerEntry(Base):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     details: Mapped[dict | None] = mapped_column(JSONB)
+    # On a grant's first entry: when its unspent part leaves (worker.credits.expiry); None, never.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeadLetter(Base):
@@ -109,3 +111,30 @@ class BalanceAlert(Base):
     last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_remaining_usd: Mapped[Decimal | None] = mapped_column(USD)
     pending: Mapped[dict | None] = mapped_column(JSONB(none_as_null=True))  # None is SQL NULL, not JSON null
+
+
+class FiredAlert(Base):
+    """A balance alert as it went onto the stream; ops.alert_webhook POSTs it by id, never by content."""
+
+    __tablename__ = "fired_alerts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(Text, unique=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict] = mapped_column(JSONB)
+    delivered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    webhook_posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PromoCode(Base):
+    """A promo code, known only by the SHA-256 of its canonical form; `uses` counts redemptions."""
+
+    __tablename__ = "promo_codes"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(Text)
+    amount_usd: Mapped[Decimal] = mapped_column(USD)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    credit_expires_days: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.events import PaymentEvent, RefundEvent, SignupEvent
+from schemas.events import AdjustmentEvent, PaymentEvent, RedeemEvent, RefundEvent, SignupEvent
+from schemas.routes import EVENT_TASKS
 from worker import signing
 from worker.app import app
 from worker.settings import get_settings
 
-# Shown by Flower and in worker logs through the message's kwargsrepr, so masked there.
-SENSITIVE = frozenset({"signature"})
+# Shown by Flower and in worker logs through the message's kwargsrepr, so masked there. A promo
+# code is a bearer credential until it is used up.
+SENSITIVE = frozenset({"signature", "code"})
 
 
 def shown(event: Any) -> str:
@@ -24,11 +26,16 @@ def shown(event: Any) -> str:
 
 
 def enqueue(task: str, event: dict[str, Any]) -> str:
-    """Send one event to its task by name (routes pick the queue), masked for Flower and logs."""
+    """Send one event to its task by name (routes pick the queue), masked for Flower and logs.
+
+    Producers' tasks only: the worker's own (ops.*, spend.*) are not for anyone else to send."""
+    if task not in EVENT_TASKS.values():
+        raise ValueError(f"{task!r} is not an event task; producers send only {', '.join(EVENT_TASKS.values())}")
     return app.send_task(task, kwargs={"event": event}, kwargsrepr=shown(event)).id
 
 
 def _signed(event: dict[str, Any]) -> dict[str, Any]:
+    # Signups too: the worker checks a signup's signature whenever the secret is set.
     secret = get_settings().event_signing_secret
     if secret is None:
         return event
@@ -38,7 +45,8 @@ def _signed(event: dict[str, Any]) -> dict[str, Any]:
 def publish_signup(event: SignupEvent | dict[str, Any]) -> str:
     """Validate (raising pydantic.ValidationError on bad input) and enqueue; returns the task id."""
     parsed = SignupEvent.model_validate(event)
-    return enqueue("events.signup", parsed.model_dump(mode="json", exclude_none=True))
+    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
+    return enqueue("events.signup", _signed(body))
 
 
 def publish_payment(event: PaymentEvent | dict[str, Any]) -> str:
@@ -51,3 +59,14 @@ def publish_refund(event: RefundEvent | dict[str, Any]) -> str:
     parsed = RefundEvent.model_validate(event)
     body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
     return enqueue("events.refund", _signed(body))
+
+
+def publish_adjustment(event: AdjustmentEvent | dict[str, Any]) -> str:
+    parsed = AdjustmentEvent.model_validate(event)
+    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
+    return enqueue("events.adjustment", _signed(body))
+
+
+def publish_redeem(event: RedeemEvent | dict[str, Any]) -> str:
+    parsed = RedeemEvent.model_validate(event)
+    return enqueue("events.redeem", parsed.model_dump(mode="json", exclude_none=True))

@@ -38,6 +38,9 @@ class Threshold:
         return cls(raw, percent=number)
 
 
+MIN_SECRET_BYTES = 32
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -48,11 +51,17 @@ class Settings(BaseSettings):
     key_encryption_key: SecretStr
     key_alias_prefix: str = Field(default="credits-", max_length=64)
     signup_credit_usd: Decimal = Field(default=Decimal("2"), ge=0)
+    # The signup grant's unspent part expires this many days after the signup; unset, never.
+    signup_credit_expires_days: int | None = Field(default=None, gt=0)
 
     payment_plans: Annotated[list[Decimal], NoDecode] = [Decimal(5), Decimal(15), Decimal(20)]
     credit_multiplier: Decimal = Field(default=Decimal("2"), gt=0)
     plan_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    # Unset (the variable absent): signing off. Set, it must be a real secret (see _real_secret).
     event_signing_secret: SecretStr | None = None
+    # With the secret set: unsigned signups are refused too (a forged early signup would set a
+    # user's email for good). A signup that carries a signature is checked either way.
+    signups_must_be_signed: bool = True
 
     proxy_timeout_s: float = Field(default=10.0, gt=0)
     task_max_retries: int = Field(default=12, ge=0)
@@ -77,6 +86,7 @@ class Settings(BaseSettings):
     # "LiteLLM_SpendLogs" directly instead of through the HTTP API.
     litellm_database_url: str | None = None
     reconcile_interval_s: int = Field(default=300, gt=0)
+    credit_expiry_interval_s: int = Field(default=300, gt=0)
 
     alert_thresholds: Annotated[list[Threshold], NoDecode] = [Threshold("20%", percent=Decimal(20)),
                                                                Threshold("0", usd=Decimal(0))]
@@ -101,12 +111,27 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of positive prices, e.g. 5,15,20")
         return sorted(value)
 
-    @field_validator("event_signing_secret", "alert_webhook_url", "metrics_port", "spend_sync_start",
-                     "litellm_database_url", mode="before")
+    @field_validator("alert_webhook_url", "metrics_port", "spend_sync_start", "litellm_database_url",
+                     "signup_credit_expires_days", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
-        # `EVENT_SIGNING_SECRET=` in a .env or compose file means "not set", not "an empty secret".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("event_signing_secret")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never read "set but empty" as "off": compose's `${EVENT_SIGNING_SECRET}` with the variable
+        # missing from .env gives an empty string, and signing would silently switch off.
+        if value is None:
+            return None
+        secret = value.get_secret_value().strip()
+        if not secret:
+            raise ValueError("is set but empty or only whitespace; unset it to switch signing off, or set a "
+                             f"secret of at least {MIN_SECRET_BYTES} bytes")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"is {len(secret.encode())} bytes; a signing secret must be at least {MIN_SECRET_BYTES} "
+                             "bytes (make one with python -c 'import secrets; print(secrets.token_hex(32))')")
+        return value
 
     @field_validator("alert_thresholds", mode="before")
     @classmethod

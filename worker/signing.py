@@ -2,7 +2,8 @@
 
 Canonical JSON: the event object as sent, without its `signature` field, keys sorted at every
 level, no whitespace (`,` and `:` separators), non-ASCII characters as raw UTF-8. In Node:
-`hmacSha256Hex(secret, JSON.stringify(sortKeysDeep(eventWithoutSignature)))`.
+`hmacSha256Hex(secret, JSON.stringify(sortKeysDeep(eventWithoutSignature)))`. The signature is
+64 hexadecimal digits, in either case (hex is case-insensitive; Node and Python write lowercase).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hmac
 import json
 from typing import Any
 
+from schemas.events import signature_problem
 from worker.errors import Rejected
 from worker.settings import get_settings
 
@@ -25,20 +27,44 @@ def sign(event: dict[str, Any], secret: str) -> str:
     return hmac.new(secret.encode(), canonical(event), hashlib.sha256).hexdigest()
 
 
-def verify(event: dict[str, Any], secret: str) -> str | None:
+PAYMENTS_SIGNED = "EVENT_SIGNING_SECRET is set, so payments, refunds and adjustments must be signed"
+SIGNUPS_SIGNED = "EVENT_SIGNING_SECRET is set and SIGNUPS_MUST_BE_SIGNED is on, so signups must be signed"
+
+
+def verify(event: dict[str, Any], secret: str, why: str = PAYMENTS_SIGNED) -> str | None:
     """None when the signature is good, else the reason it is not."""
     given = event.get("signature")
     if not isinstance(given, str) or not given:
-        return "missing signature (EVENT_SIGNING_SECRET is set, so payment events must be signed)"
-    if not hmac.compare_digest(given, sign(event, secret)):
+        return f"missing signature ({why})"
+    problem = signature_problem(given)
+    if problem:
+        return f"bad signature: {problem}"
+    try:
+        expected = sign(event, secret)
+    except (TypeError, ValueError):  # a value JSON cannot hold (kombu decodes tagged objects)
+        return "bad signature: the event holds a value that has no canonical JSON form"
+    if not hmac.compare_digest(given.lower(), expected):
         return "bad signature: the HMAC-SHA256 of the event's canonical JSON does not match"
     return None
 
 
 def check(event: dict[str, Any]) -> None:
-    """Rejected unless the event is signed right, when EVENT_SIGNING_SECRET is set."""
+    """Rejected unless a payment, refund or adjustment is signed right, when EVENT_SIGNING_SECRET is set."""
     secret = get_settings().event_signing_secret
     if secret is not None:
         problem = verify(event, secret.get_secret_value())
         if problem:
             raise Rejected(problem)
+
+
+def check_signup(event: dict[str, Any]) -> None:
+    """With EVENT_SIGNING_SECRET set, a signup's signature is checked when it carries one, and
+    required unless SIGNUPS_MUST_BE_SIGNED is off."""
+    s = get_settings()
+    if s.event_signing_secret is None:
+        return
+    if event.get("signature") is None and not s.signups_must_be_signed:
+        return
+    problem = verify(event, s.event_signing_secret.get_secret_value(), SIGNUPS_SIGNED)
+    if problem:
+        raise Rejected(problem)

@@ -38,8 +38,10 @@ def upgrade() -> None:
             reads integer NOT NULL DEFAULT 0,
             -- Usage was stored in the window and its accounts' alerts are not checked yet.
             alerts_due boolean NOT NULL DEFAULT false,
-            -- A reader's lease: another reader skips the window until it runs out.
+            -- A reader's lease, renewed by each page it stores: another reader skips the window
+            -- until it runs out; the same reader (a retry of its message) takes it back at once.
             claimed_until timestamptz,
+            claimed_by text,
             enqueued_at timestamptz,
             CHECK (read_to >= start_time AND read_to <= end_time)
         );

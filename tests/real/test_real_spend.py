@@ -53,7 +53,8 @@ def test_synced_spend_matches_the_proxy(real_env, workers, monkeypatch):
     calls = {key_paying: 3, key_free: 2}
     for key, n in calls.items():
         for _ in range(n):
-            assert chat(key).status_code == 200
+            answer = chat(key)
+            assert answer.status_code == 200, answer.text[:500]
     # The proxy's batch writer flushes every second or so plus jitter; wait until it has.
     for key, n in calls.items():
         wait_for(lambda key=key, n=n: _proxy_rows_spend(key, started)[0] >= n, 60, "spend logs to be written")

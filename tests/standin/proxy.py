@@ -45,6 +45,7 @@ class StandInProxy:
         self.mode = "ok"
         self.fail_after: int | None = None
         self.bulk_unknown_s = 1.0
+        self.ignore_page = False  # a broken proxy: every page request gets page 1
         self.keys: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
         self.logs: list[tuple[float, str, dict[str, Any]]] = []  # sorted by (startTime, request_id)
@@ -93,6 +94,7 @@ class StandInProxy:
             self.mode = "ok"
             self.fail_after = None
             self.bulk_unknown_s = 1.0
+            self.ignore_page = False
             self.keys.clear()
             self.aliases.clear()
             self.logs.clear()
@@ -264,11 +266,14 @@ class StandInProxy:
             return 422, {"detail": "page_size must be between 1 and 1000"}
         lo = bisect.bisect_left(self.logs, (start.timestamp(),))
         hi = bisect.bisect_right(self.logs, (end.timestamp(), "\U0010ffff"))
-        total = hi - lo
-        offset = (page - 1) * size
+        matching = self.logs[lo:hi]
+        if query.get("api_key"):
+            matching = [entry for entry in matching if entry[2]["api_key"] == query["api_key"]]
+        total = len(matching)
+        offset = 0 if self.ignore_page else (page - 1) * size
         # Newest first: the page is cut from the top end of [lo, hi).
-        top = hi - offset
-        rows = [r for _, _, r in reversed(self.logs[max(lo, top - size):max(lo, top)])]
+        top = total - offset
+        rows = [r for _, _, r in reversed(matching[max(0, top - size):max(0, top)])]
         capped = min(total, COUNT_CAP)
         return 200, {"data": rows, "total": capped, "page": page, "page_size": size,
                      "total_pages": -(-capped // size), "total_is_capped": total > COUNT_CAP}

@@ -12,10 +12,12 @@ import os
 
 import redis
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from worker.app import app
 from worker.db import session_scope
-from worker.models import BalanceAlert
+from worker.models import BalanceAlert, FiredAlert
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,21 @@ def deliver(limit: int = 500) -> int:
             ).scalars().all()
             for row in rows:
                 client().xadd(STREAM, row.pending, maxlen=STREAM_MAXLEN, approximate=True)
+                fired_id = _keep(session, row)
                 if get_settings().alert_webhook_url:
-                    # A task, not a POST here: its retries survive a worker restart.
-                    app.send_task(WEBHOOK_TASK, kwargs={"event": row.pending})
+                    # A task, not a POST here: its retries survive a worker restart. It carries
+                    # the row's id only, so no message pushed by someone else can choose a body.
+                    app.send_task(WEBHOOK_TASK, kwargs={"event": {"fired_alert_id": fired_id}})
                 row.pending = None
             return len(rows)
     except Exception:  # noqa: BLE001 - undelivered alerts stay pending for the next call
         log.warning("could not deliver balance alerts; they stay pending", exc_info=True)
         return 0
+
+
+def _keep(session: Session, row: BalanceAlert) -> int:
+    """The fired_alerts row of this alert (made now, or by a delivery that crashed before commit)."""
+    alert_id = row.pending["alert_id"]
+    session.execute(insert(FiredAlert).values(alert_id=alert_id, user_id=row.user_id, payload=row.pending)
+                    .on_conflict_do_nothing(index_elements=["alert_id"]))
+    return session.execute(select(FiredAlert.id).where(FiredAlert.alert_id == alert_id)).scalar_one()

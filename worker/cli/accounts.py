@@ -55,7 +55,14 @@ def register(app: typer.Typer) -> None:
                 select(LedgerEntry).where(LedgerEntry.user_id == user_id)
                 .order_by(LedgerEntry.id.desc()).limit(limit).offset((page - 1) * limit)
             ).scalars().all()
+            # Adjustments carry why and by whom; a promo entry names its code by its hint.
             rows = [{"id": e.id, "kind": e.kind, "credit_usd": e.credit_usd, "paid_usd": e.paid_usd,
                      "spent_usd": e.spent_usd, "occurred_at": e.occurred_at,
-                     "idempotency_key": e.idempotency_key} for e in entries]
+                     "idempotency_key": e.idempotency_key,
+                     "reason": (e.details or {}).get("reason") or _code((e.details or {}).get("hint")),
+                     "actor": (e.details or {}).get("actor")} for e in entries]
         emit(rows, json, title=f"ledger of {user_id} (page {page})")
+
+
+def _code(hint: str | None) -> str | None:
+    return f"promo code {hint}" if hint else None

@@ -34,11 +34,12 @@ def new_entry(
     spent: Decimal = Decimal(0),
     grant_key: str | None = None,
     details: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One entry's columns, for record_many."""
     return {"user_id": user_id, "kind": kind, "idempotency_key": idempotency_key, "grant_key": grant_key,
             "credit_usd": credit, "paid_usd": paid, "spent_usd": spent, "occurred_at": occurred_at,
-            "details": details}
+            "details": details, "expires_at": expires_at}
 
 
 def record(session: Session, **fields: Any) -> bool:

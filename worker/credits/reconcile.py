@@ -2,14 +2,16 @@
 
 The ledger is the truth: a key's max_budget must equal the account's credited total. Drift
 comes from lost pushes, hand edits on the proxy, or the proxy writing a stale cached key back
-(BerriAI/litellm#25553). Spend is only compared: the spend sync owns the usage entries.
+(BerriAI/litellm#25553). Spend is compared too: where the proxy's is higher than the ledger's
+(a row filed beyond the spend sync's verification horizon), the key's missing rows are read
+and debited (worker.spend.repair) with fix=True, and only what is left is reported.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -18,16 +20,13 @@ from sqlalchemy.orm import Session
 from worker import proxy
 from worker.credits import ledger
 from worker.credits.accounts import sync_key
-from worker.credits.ledger import money
 from worker.db import Lock, exclusive, session_scope
 from worker.errors import Rejected
 from worker.models import Account, LedgerEntry
-from worker.spend import runs as spend_runs
-from worker.spend.windows import as_query, whole_second
+from worker.spend.repair import repair_key, unsynced_explains
 
 log = logging.getLogger(__name__)
 TOLERANCE = Decimal("1e-6")
-UNSYNCED_MAX_PAGES = 5
 BATCH = 500
 # A proxy that fails this many accounts in a row is down: stop instead of timing out on each.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -47,6 +46,7 @@ class Report:
     fixed: int = 0
     pending: list[str] = field(default_factory=list)
     spend_mismatches: list[Drift] = field(default_factory=list)
+    spend_repaired: list[str] = field(default_factory=list)  # accounts whose missing usage was debited
     errors: list[str] = field(default_factory=list)
 
 
@@ -63,6 +63,7 @@ def reconcile_alone(fix: bool) -> Report | None:
 def log_report(report: Report) -> None:
     summary = {"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
                "pending": len(report.pending), "spend_mismatches": len(report.spend_mismatches),
+               "spend_repaired": len(report.spend_repaired),
                "errors": len(report.errors)}
     level = logging.WARNING if report.drifted or report.spend_mismatches or report.errors else logging.INFO
     log.log(level, "reconcile: %s", " ".join(f"{k}={v}" for k, v in summary.items()), extra=summary)
@@ -126,47 +127,36 @@ def _check(user_id: str, fix: bool, report: Report) -> None:
         if account is None:  # changed since the page was read
             return
         credited = ledger.credited_total(session, user_id)
-        spent = Decimal(session.execute(
-            select(func.coalesce(func.sum(LedgerEntry.spent_usd), 0))
-            .where(LedgerEntry.user_id == user_id, LedgerEntry.kind == "usage")
-        ).scalar_one())
+        spent = _spent(session, user_id)
         info = proxy.key_info(account.key_hash).info
         if info.status == "deleted":
             raise Rejected("the key is deleted on the proxy; it needs a new key, not a budget")
-        if abs(info.spend - spent) > TOLERANCE and not _explained_by_unsynced(session, account.key_hash, info.spend):
-            report.spend_mismatches.append(Drift(user_id, info.spend, spent))
-        if info.max_budget is not None and abs(info.max_budget - credited) <= TOLERANCE:
-            return
-        report.drifted.append(Drift(user_id, info.max_budget, credited))
-        if not fix:
-            return
-        # Forget what we believe we pushed, so sync_key pushes again (under its own lock,
-        # taken after this commit) whatever the ledger holds by then.
-        account.budget_pushed_usd = None
-    sync_key(user_id)
-    report.fixed += 1
+        spend_differs = (abs(info.spend - spent) > TOLERANCE
+                         and not unsynced_explains(session, account.key_hash, info.spend))
+        key_hash, created = account.key_hash, account.created_at
+        drifted = info.max_budget is None or abs(info.max_budget - credited) > TOLERANCE
+        if drifted:
+            report.drifted.append(Drift(user_id, info.max_budget, credited))
+        if drifted and fix:
+            # Forget what we believe we pushed, so sync_key pushes again (under its own lock,
+            # taken after this commit) whatever the ledger holds by then.
+            account.budget_pushed_usd = None
+    if spend_differs and fix and info.spend > spent:
+        # After the commit: the repair's debits need the account row this check held.
+        if repair_key(user_id, key_hash, created, datetime.now(UTC)).debited:
+            report.spend_repaired.append(user_id)
+        with session_scope() as session:
+            spent = _spent(session, user_id)
+        spend_differs = abs(info.spend - spent) > TOLERANCE
+    if spend_differs:
+        report.spend_mismatches.append(Drift(user_id, info.spend, spent))
+    if drifted and fix:
+        sync_key(user_id)
+        report.fixed += 1
 
 
-def _explained_by_unsynced(session: Session, key_hash: str, proxy_spend: Decimal) -> bool:
-    """True when the gap is only rows the sync has not reached yet (the settle window).
-
-    Expected proxy spend = our usage before the cursor's second + the proxy's own rows for the
-    key from that second on. Costs one or two spend-log requests, only for a mismatched key.
-    """
-    position = spend_runs.cursor(session)
-    if position is None:
-        return False
-    since = whole_second(position.position)
-    before = Decimal(session.execute(
-        select(func.coalesce(func.sum(LedgerEntry.spent_usd), 0)).join(Account, Account.user_id == LedgerEntry.user_id)
-        .where(Account.key_hash == key_hash, LedgerEntry.kind == "usage", LedgerEntry.occurred_at < since)
+def _spent(session: Session, user_id: str) -> Decimal:
+    return Decimal(session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.spent_usd), 0))
+        .where(LedgerEntry.user_id == user_id, LedgerEntry.kind == "usage")
     ).scalar_one())
-    unsynced, page_number = Decimal(0), 1
-    while page_number <= UNSYNCED_MAX_PAGES:
-        page = proxy.spend_logs(as_query(since), as_query(datetime.now(UTC) + timedelta(seconds=1)),
-                                page_number, 1000, api_key=key_hash)
-        unsynced += sum((money(row.spend) for row in page.data), Decimal(0))
-        if len(page.data) < 1000:
-            return abs(proxy_spend - (before + unsynced)) <= TOLERANCE
-        page_number += 1
-    return False

@@ -18,7 +18,7 @@ def apply_refund(session: Session, event: RefundEvent) -> bool:
     # concurrently must then see the first copy's entry (a no-op), not find nothing left to
     # refund and be dead-lettered; and two different refunds cannot both pass the check below.
     session.execute(select(Account).where(Account.user_id == event.user_id).with_for_update())
-    if ledger.entry(session, event.idempotency_key) is not None:
+    if _already_applied(session, event):
         return False
     payment = ledger.entry(session, event.payment_key)
     unknown = f"refund of unknown payment {event.payment_reference!r} for user {event.user_id!r}"
@@ -43,9 +43,29 @@ def apply_refund(session: Session, event: RefundEvent) -> bool:
         credit = credit_left
     else:
         credit = ledger.money(amount / payment.paid_usd * payment.credit_usd)
-    return ledger.record(
+    written = ledger.record(
         session, user_id=event.user_id, kind="refund", idempotency_key=event.idempotency_key,
         grant_key=event.payment_key, credit=-credit, paid=-amount, occurred_at=event.refunded_at,
         details={"provider": event.provider, "refund_reference": event.refund_reference,
                  "payment_reference": event.payment_reference},
     )
+    # Not written: the same reference was refunded concurrently under another account's lock
+    # (so not serialised with this one) and has committed; it is this refund or a conflict.
+    return written or not _already_applied(session, event)
+
+
+def _already_applied(session: Session, event: RefundEvent) -> bool:
+    """True when this very refund is in the ledger (a redelivery: nothing to do). Rejected when its
+    reference was used for another refund: taking that as a duplicate would drop this one silently."""
+    previous = ledger.entry(session, event.idempotency_key)
+    if previous is None:
+        return False
+    was = (previous.details or {}).get("payment_reference")
+    if previous.grant_key != event.payment_key or previous.user_id != event.user_id:
+        raise Rejected(f"refund reference {event.refund_reference!r} was already used for payment {was!r}"
+                       f"{'' if previous.user_id == event.user_id else ' of another user'}")
+    if -previous.paid_usd != major_units(event.amount_minor, event.currency):
+        raise Rejected(f"refund reference {event.refund_reference!r} was already used for payment {was!r} "
+                       f"with another amount ({-previous.paid_usd:.2f}, not "
+                       f"{major_units(event.amount_minor, event.currency):.2f} {event.currency})")
+    return True

@@ -30,12 +30,17 @@ _executor: tuple[int, ThreadPoolExecutor] | None = None
 
 
 class ProxySource:
+    """All rows, or with `api_key` (a key's hash) only that key's rows."""
+
     name = "proxy"
     count_rows = 1  # a count is a page of one row
 
+    def __init__(self, api_key: str | None = None):
+        self.api_key = api_key
+
     def count(self, window: Window) -> int | None:
         """Rows the proxy holds in the window (one row fetched), or None at its count cap."""
-        page = fetch(window, 1, 1)
+        page = fetch(window, 1, 1, self.api_key)
         return None if too_large(page) else page.total
 
     def pages(self, window: Window) -> Iterator[list[rows.Row | rows.Rejected]]:
@@ -44,13 +49,13 @@ class ProxySource:
         most = -(-COUNT_CAP // size) + 1  # a window under the cap needs no more pages than this
         number, ahead = 1, None
         while True:
-            page = ahead.result() if ahead is not None else fetch(window, number, size)
+            page = ahead.result() if ahead is not None else fetch(window, number, size, self.api_key)
             if number == 1 and too_large(page):
                 raise TooLarge(page.total)
             last = _is_last(page, number, size)
             if not last and number >= most:
                 raise proxy.TransientProxyError(V2, f"kept serving full pages past page {most} of window {window}")
-            ahead = None if last else _pool().submit(fetch, window, number + 1, size)
+            ahead = None if last else _pool().submit(fetch, window, number + 1, size, self.api_key)
             try:
                 yield [rows.from_api(item) for item in page.data]
             except BaseException:
@@ -81,15 +86,15 @@ def _pool() -> ThreadPoolExecutor:
     return _executor[1]
 
 
-def fetch(window: Window, number: int, size: int) -> SpendLogPage:
+def fetch(window: Window, number: int, size: int, api_key: str | None = None) -> SpendLogPage:
     global _path
     start, end = window.query()
     path = _path
     try:
-        return proxy.spend_logs(start, end, number, size, path=path)
+        return proxy.spend_logs(start, end, number, size, path=path, api_key=api_key)
     except proxy.PermanentProxyError as exc:
         if exc.status != 404 or path != V2:
             raise
     log.warning("%s is missing on this proxy (HTTP 404): reading %s instead", V2, UI)
     _path = UI
-    return proxy.spend_logs(start, end, number, size, path=UI)
+    return proxy.spend_logs(start, end, number, size, path=UI, api_key=api_key)

@@ -4,8 +4,9 @@ Time from the cursor's origin on is cut into windows of SPEND_WINDOW_S, aligned 
 it. A window is read once, as far as the settle time allows (`read_to`), then only verified: the
 source's count against what is stored, and read again only where they differ. Recent windows are
 verified every run, older ones less often, and none beyond SPEND_VERIFY_S. A reader holds a
-window by a lease in its row, so two readers (parallel tasks, a retry, the CLI) never read one
-window at once, and a dead reader's lease runs out.
+window by a lease in its row, so two readers (parallel tasks, the CLI) never read one window at
+once. Each page stored renews the lease; a dead reader's lease runs out, and a retry of the same
+message (same reader name) takes its window back at once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy.orm import Session
 from worker.settings import get_settings
 from worker.spend.windows import Window, whole_second
 
-LEASE = timedelta(minutes=10)  # far above a window's read; a dead reader's window waits this long
+LEASE = timedelta(minutes=2)  # renewed by every page stored; a dead reader's window waits this long
+SENT_LEASE = timedelta(minutes=10)  # a window sent to the readers is not sent again before this
 NEWEST_VERIFIED_BY = timedelta(minutes=8)  # every window in the horizon is verified at least this often
 MOST_NEW_WINDOWS = 10_000  # per planning run: a backfill over years is planned a slice at a time
 
@@ -72,21 +74,29 @@ def due(session: Session, now: datetime, limit: int | None = None) -> list[Due]:
     return [Due(r.start_time, r.end_time, r.read_to) for r in [*unread, *stale]][:limit]
 
 
-def claim(session: Session, start: datetime) -> Due | None:
+def claim(session: Session, start: datetime, reader: str) -> Due | None:
     """Hold the window for a read; None when another reader holds it."""
     row = session.execute(
-        text("UPDATE spend_windows SET claimed_until = now() + :lease "
-             "WHERE start_time = :s AND (claimed_until IS NULL OR claimed_until < now()) "
+        text("UPDATE spend_windows SET claimed_until = now() + :lease, claimed_by = :r "
+             "WHERE start_time = :s AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = :r) "
              "RETURNING start_time, end_time, read_to, alerts_due"),
-        {"s": start, "lease": LEASE},
+        {"s": start, "lease": LEASE, "r": reader},
     ).one_or_none()
     return Due(*row) if row else None
+
+
+def renew(session: Session, start: datetime, stored_usage: bool) -> None:
+    """The holder is alive and reading; `stored_usage` flags the window for an alert check."""
+    session.execute(text("UPDATE spend_windows SET claimed_until = now() + :lease, "
+                         "alerts_due = alerts_due OR :u WHERE start_time = :s"),
+                    {"s": start, "lease": LEASE, "u": stored_usage})
 
 
 def release(session: Session, window: Due, read_to: datetime, now: datetime, source_count: int | None,
             stored_count: int | None) -> None:
     session.execute(
-        text("UPDATE spend_windows SET claimed_until = NULL, enqueued_at = NULL, read_to = :to, reads = reads + 1, "
+        text("UPDATE spend_windows SET claimed_until = NULL, claimed_by = NULL, enqueued_at = NULL, read_to = :to, "
+             "reads = reads + 1, "
              "alerts_due = false, "
              "verified_at = :now, source_count = :sc, stored_count = :st, "
              "first_read_at = CASE WHEN :to = end_time THEN coalesce(first_read_at, :now) END "
@@ -95,13 +105,10 @@ def release(session: Session, window: Due, read_to: datetime, now: datetime, sou
     )
 
 
-def alerts_due(session: Session, start: datetime) -> None:
-    session.execute(text("UPDATE spend_windows SET alerts_due = true WHERE start_time = :s"), {"s": start})
-
-
 def let_go(session: Session, start: datetime) -> None:
     """Give a window back after a failed read, for the next reader."""
-    session.execute(text("UPDATE spend_windows SET claimed_until = NULL, enqueued_at = NULL WHERE start_time = :s"),
+    session.execute(text("UPDATE spend_windows SET claimed_until = NULL, claimed_by = NULL, enqueued_at = NULL "
+                         "WHERE start_time = :s"),
                     {"s": start})
 
 
@@ -112,7 +119,7 @@ def next_unread(session: Session, now: datetime, n: int) -> list[datetime]:
              " SELECT start_time FROM spend_windows WHERE read_to < end_time AND read_to < :h"
              " AND (enqueued_at IS NULL OR enqueued_at < now() - :lease)"
              " ORDER BY start_time LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING start_time"),
-        {"h": now - timedelta(seconds=get_settings().spend_settle_s), "lease": LEASE, "n": n},
+        {"h": now - timedelta(seconds=get_settings().spend_settle_s), "lease": SENT_LEASE, "n": n},
     ).scalars())
 
 
@@ -121,7 +128,7 @@ def mark_sent(session: Session, starts: list[datetime]) -> list[datetime]:
     return list(session.execute(
         text("UPDATE spend_windows SET enqueued_at = now() WHERE start_time = ANY(:s) "
              "AND (enqueued_at IS NULL OR enqueued_at < now() - :lease) RETURNING start_time"),
-        {"s": starts, "lease": LEASE},
+        {"s": starts, "lease": SENT_LEASE},
     ).scalars())
 
 

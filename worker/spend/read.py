@@ -11,6 +11,7 @@ past a page boundary: the same check catches that, right after the read.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -42,14 +43,14 @@ class Source(Protocol):
 
 def read_range(source: Source, window: Window, counts: Counts, owner: datetime | None = None) -> None:
     """Store every row of the range, split in halves while it is at the count cap. `owner`, the
-    start of the spend window the range belongs to, is flagged for an alert check in the
-    transaction of each page that stored something."""
+    start of the spend window the range belongs to, has its lease renewed, and is flagged for an
+    alert check if the page stored something, in the transaction of each page."""
     try:
         for page in source.pages(window):
             with session_scope() as session:
                 done = write_page(session, page, fallback_time=window.start)
-                if done.inserted and owner is not None:
-                    plan.alerts_due(session, owner)
+                if owner is not None:
+                    plan.renew(session, owner, stored_usage=done.inserted > 0)
             counts.add(done)
     except TooLarge:
         halves = window.halves()
@@ -86,10 +87,13 @@ def settle_range(source: Source, window: Window, counts: Counts, owner: datetime
     return found, stored
 
 
-def update_window(source: Source, start: datetime, now: datetime, counts: Counts) -> bool:
-    """Read the window's new rows, then verify all of it; False when another reader holds it."""
+def update_window(source: Source, start: datetime, now: datetime, counts: Counts, reader: str | None = None) -> bool:
+    """Read the window's new rows, then verify all of it; False when another reader holds it.
+
+    `reader` names the hold; a reader that comes back under the same name (a retried message)
+    takes the window back even while the lease of its failed attempt runs."""
     with session_scope() as session:
-        held = plan.claim(session, start)
+        held = plan.claim(session, start, reader or uuid.uuid4().hex)
     if held is None:
         return False
     mine = Counts()

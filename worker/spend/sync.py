@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -129,7 +130,7 @@ def dispatch(now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     with exclusive(Lock.SPEND_SYNC) as mine:
         if not mine:
-            log.info("spend sync skipped: another spend sync is planning")
+            log.info("spend sync skipped: another spend sync is running")
             return 0
         with session_scope() as session:
             if not _plan(session, now):
@@ -142,11 +143,11 @@ def dispatch(now: datetime | None = None) -> int:
     return len(starts)
 
 
-def read_window(start: datetime, run_id: int | None) -> Counts:
+def read_window(start: datetime, run_id: int | None, reader: str | None = None) -> Counts:
     """A `spend.window` task's work: bring one window up to date, then send the next unread one."""
     now, counts = datetime.now(UTC), Counts()
     began = time.monotonic()
-    update_window(source(), start, now, counts)
+    update_window(source(), start, now, counts, reader)
     with session_scope() as session:
         spend_runs.add_counts(session, run_id, counts, int((time.monotonic() - began) * 1000))
         following = plan.next_unread(session, now, 1)
@@ -157,7 +158,8 @@ def read_window(start: datetime, run_id: int | None) -> Counts:
 
 def _send(starts: list[datetime], run_id: int | None) -> None:
     for start in sorted(starts):
-        app.send_task(WINDOW_TASK, kwargs={"event": {"start": start.isoformat(), "run_id": run_id}})
+        event = {"start": start.isoformat(), "run_id": run_id, "reader": uuid.uuid4().hex}
+        app.send_task(WINDOW_TASK, kwargs={"event": event})
 
 
 def _move_cursor() -> datetime | None:
