@@ -29,12 +29,16 @@ def make_app() -> Celery:
         broker_transport="worker.delivery.broker:Transport",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        # Unacked messages come back after this; every retry countdown stays far below it, or a
-        # waiting retry would be handed out a second time.
+        # Unacked messages of a dead worker come back once its heartbeat stops; any unacked
+        # message after the visibility timeout, the last resort: every retry countdown stays far
+        # below it, or a waiting retry would be handed out a second time.
         broker_transport_options={
             "visibility_timeout": s.broker_visibility_timeout_s,
-            # Sweep for messages of dead workers often; kombu's default sweep is every ~100 s.
-            "unacked_restore_interval": max(1, min(10, s.broker_visibility_timeout_s // 4)),
+            # Each sweep refreshes the worker's heartbeat, then gives back what workers whose
+            # heartbeat stopped held (worker.delivery.reservations), then what is older than the
+            # visibility timeout; kombu's default sweep is every ~100 s.
+            "unacked_restore_interval": max(1, min(10, s.broker_visibility_timeout_s // 4,
+                                                   s.broker_heartbeat_s // 5)),
             "unacked_restore_throttle": 1,
         },
         # Each queue on its own direct exchange, so a restored message goes back to one queue only.

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(default=12, ge=0)
     retry_backoff_max_s: int = Field(default=300, gt=0)
     broker_visibility_timeout_s: int = Field(default=3600, gt=0)
+    # A worker silent this long is taken for dead: what it held goes back to its queues.
+    broker_heartbeat_s: int = Field(default=15, ge=5)
     max_event_bytes: int = Field(default=64 * 1024, gt=0)
     # Payments waiting while a batch runs go to the pool together, at most this many at a time.
     event_batch_size: int = Field(default=50, ge=1, le=500)

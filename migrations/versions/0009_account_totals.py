@@ -173,8 +173,8 @@ def upgrade() -> None:
         """
     )
     op.execute(TRIGGER)
-    op.execute("INSERT INTO account_totals (user_id, entries, credited_usd, paid_usd, spent_usd, last_spend_at, replays) "
-               + TOTALS_OF.format(source="ledger_entries"))
+    op.execute("INSERT INTO account_totals (user_id, entries, credited_usd, paid_usd, spent_usd, last_spend_at, "
+               "replays) " + TOTALS_OF.format(source="ledger_entries"))
     op.execute("INSERT INTO account_grants (user_id, grant_key, first_id, credit_usd, paid_usd) "
                + GRANTS_OF.format(source="ledger_entries"))
     op.execute(GRANT_ORDER.format(accounts="true"))

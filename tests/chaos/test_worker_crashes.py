@@ -23,6 +23,7 @@ from tests.chaos.harness import (
 )
 from tests.conftest import TEST_ENV
 from tests.fixtures import wait_for
+from worker.settings import Settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 DB = TEST_ENV["DATABASE_URL"]
@@ -34,6 +35,8 @@ KILL_PHASE_MAX_S = 180
 # A worker needs a few seconds of CPU to boot on this 2-core machine; one killed within a few
 # hundred ms of being ready has not taken a message yet. Victims are workers ready for MIN_UP_S.
 MIN_UP_S = 0.5
+# The settings' default: a killed worker's messages come back by its heartbeat, not by this.
+DEFAULT_VISIBILITY = {"BROKER_VISIBILITY_TIMEOUT_S": str(Settings.model_fields["broker_visibility_timeout_s"].default)}
 
 
 def queued(broker) -> int:
@@ -52,6 +55,7 @@ def unfinished(broker) -> int:
 
 
 def test_random_worker_sigkilled_and_restarted_every_few_hundred_ms(pool, chaos_proxy, broker):
+    pool.env.update(DEFAULT_VISIBILITY)
     events = make_stream(EVENTS, seed=2)
     slots = pool.start_many(WORKERS)
     up_since = {p.pid: time.monotonic() for p in slots}
@@ -116,6 +120,7 @@ def test_worker_killed_while_a_message_is_on_its_way_to_it_loses_nothing(pool, c
     on the queues, a message arrives, the worker is killed. Stock kombu's BRPOP hands the message
     to the frozen process and it is gone (in neither the queue nor the unacked hash); the guarded
     transport (worker/broker.py) waits without taking, so the message is still queued."""
+    pool.env.update(DEFAULT_VISIBILITY)
     victim = pool.start()
 
     def waiting() -> bool:

@@ -6,15 +6,19 @@ stored as a dead letter and the loop carries on.
 
 Stock kombu also takes a message with BRPOP and records it as unacknowledged only once the
 reply is read: a worker killed in between (SIGKILL, OOM) loses that message for good. Here a
-Lua script moves it from the queue into kombu's unacked hash in one step, so a killed worker's
-message always comes back after the visibility timeout. The script cannot block; when it finds
-nothing, the worker waits with BLMOVE of a queue onto itself (Redis >= 6.2), which wakes on a
-new message without taking it.
+Lua script (worker.delivery.reservations.TAKE) moves it from the queue into kombu's unacked hash
+in one step, under a tag of this channel's own, so a killed worker's message comes back once its
+heartbeat stops. The script cannot block; when it finds nothing, the worker waits with BLMOVE of
+a queue onto itself (Redis >= 6.2), which wakes on a new message without taking it.
+
+The message handed to Celery is the transport's, not the producer's: its tag and queue are the
+ones TAKE used (worker.delivery.envelope.as_taken).
 """
 
 from __future__ import annotations
 
 import logging
+from itertools import count
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -22,50 +26,22 @@ from typing import Any
 from kombu.transport import redis
 from kombu.utils.encoding import bytes_to_str
 
-from worker.delivery import dead_letters
-from worker.delivery.envelope import envelope, task_queue
+from worker.delivery import dead_letters, reservations
+from worker.delivery.envelope import as_taken, envelope, task_queue
 from worker.delivery.unacked import QoS
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
+HEAD_BYTES = 64 * 1024  # what a dead letter keeps of an item it could not parse
 
 
-def _dead_letter(queue: str, raw: bytes | str, reason: str) -> None:
+def _dead_letter(queue: str, raw: bytes | str, reason: str) -> bool:
     try:
-        dead_letters.store(f"queue:{queue}", raw[: 64 * 1024], reason)
-    except Exception:  # the database is down: the log line is the last record of it
+        dead_letters.store(f"queue:{queue}", raw[:HEAD_BYTES], reason)
+        return True
+    except Exception:  # the database is down: the item stays recorded, and comes back
         log.exception("could not dead-letter an item from %s (%s): %r", queue, reason, raw[:4096])
-
-
-# Take the first item of the first non-empty list and, if it is a message of a task queue, record
-# it as unacknowledged as kombu's QoS.append would ([payload, exchange, routing_key] by delivery
-# tag, indexed by time), all at once. KEYS: the queue lists, then the unacked hash and its index.
-# ARGV: now, the size above which an item is not parsed, then per list "1" if its messages are
-# acknowledged (a task queue) else "0". Returns {list, item, tag or ""}.
-TAKE = """
-local n = #KEYS - 2
-for i = 1, n do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
-    local tag = ''
-    if ARGV[2 + i] == '1' and #item <= tonumber(ARGV[2]) then
-      local ok, msg = pcall(cjson.decode, item)
-      if ok and type(msg) == 'table' and type(msg.properties) == 'table' and msg.body ~= nil then
-        local info = msg.properties.delivery_info
-        if type(msg.properties.delivery_tag) == 'string' and type(info) == 'table'
-            and type(info.exchange) == 'string' and type(info.routing_key) == 'string' then
-          tag = msg.properties.delivery_tag
-          redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
-          redis.call('HSET', KEYS[n + 1], tag,
-            '[' .. item .. ',' .. cjson.encode(info.exchange) .. ',' .. cjson.encode(info.routing_key) .. ']')
-        end
-      end
-    end
-    return {KEYS[i], item, tag}
-  end
-end
-return false
-"""
+        return False
 
 
 class Channel(redis.Channel):
@@ -76,7 +52,17 @@ class Channel(redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.recorded: set[str] = set()  # delivery tags TAKE recorded, until QoS.append sees them
+        self.owner = reservations.new_owner()  # whose reservations this channel's takes are
+        self._tags = count(1)
         super().__init__(*args, **kwargs)
+
+    def key(self, name: str) -> str:
+        """A key as a script sees it: kombu prefixes the keys of plain commands, never EVAL's."""
+        return (self.global_keyprefix or "") + name
+
+    def heartbeat(self, client: Any) -> None:
+        """This channel is alive: its reservations stay its own for another BROKER_HEARTBEAT_S."""
+        client.set(reservations.alive_key(self.owner), "1", px=get_settings().broker_heartbeat_s * 1000)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         # kombu builds a new redis client for every ack and every event it publishes (each build
@@ -89,11 +75,14 @@ class Channel(redis.Channel):
         return self._sync_client
 
     def _take_args(self, queues: list[str]) -> list[Any]:
-        prefix = self.global_keyprefix or ""
         lists = [(self._q_for_pri(queue, pri), queue) for pri in self.priority_steps for queue in queues]
-        names = [prefix + k for k in (*(key for key, _ in lists), self.unacked_key, self.unacked_index_key)]
-        acked = ["1" if task_queue(queue) else "0" for _, queue in lists]
-        return [TAKE, len(names), *names, repr(time()), get_settings().max_event_bytes * 4, *acked]
+        names = [self.key(k) for k in (*(key for key, _ in lists), self.unacked_key, self.unacked_index_key,
+                                       reservations.OWNERS, reservations.owned_key(self.owner),
+                                       reservations.alive_key(self.owner))]
+        limit = get_settings().max_event_bytes * 4
+        return [reservations.TAKE, len(names), *names, repr(time()), limit, HEAD_BYTES,
+                f"{self.owner}/{next(self._tags)}", get_settings().broker_heartbeat_s * 1000, self.owner,
+                *(queue if task_queue(queue) else "" for _, queue in lists)]
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -134,20 +123,27 @@ class Channel(redis.Channel):
             if flush is not None:
                 flush()
 
-    def _taken(self, dest: bytes, item: bytes, tag: bytes) -> dict[str, Any] | None:
-        """Deliver a taken item, or dead-letter it (and drop its unacked record) if it is garbage."""
+    def _taken(self, dest: bytes, item: bytes, tag: bytes, size: int) -> dict[str, Any] | None:
+        """Deliver a taken item, or dead-letter it (then drop its record) if it is garbage."""
         queue = bytes_to_str(dest)[len(self.global_keyprefix or ""):].rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
-        message = envelope(item, task_queue(queue))
-        if isinstance(message, str):
-            if tag:
-                self.qos._remove_from_indices(bytes_to_str(tag)).execute()
-            _dead_letter(queue, item, message)
-            return None
-        if tag:
-            self.recorded.add(bytes_to_str(tag))
-        self.connection._deliver(message, queue)
+        message = self._checked(queue, item, bytes_to_str(tag), size)
+        if message is not None:
+            self.connection._deliver(message, queue)
         return message
+
+    def _checked(self, queue: str, item: bytes, tag: str, size: int) -> dict[str, Any] | None:
+        message = envelope(item, task_queue(queue), size)
+        if isinstance(message, str):
+            # Recorded until it is a dead letter: if that fails, or the worker dies first, the
+            # item comes back to its queue (worker.delivery.reservations) instead of vanishing.
+            if _dead_letter(queue, item, message) and tag:
+                self.qos._remove_from_indices(tag).execute()
+            return None
+        if not tag:
+            return message
+        self.recorded.add(tag)
+        return as_taken(message, queue, tag)
 
     def _get(self, queue: str) -> dict[str, Any]:
         with self.conn_or_acquire() as client:
@@ -155,16 +151,10 @@ class Channel(redis.Channel):
                 reply = client.eval(*self._take_args([queue]))
                 if not reply:
                     raise Empty()
-                dest, item, tag = reply
-                message = envelope(item, task_queue(queue))
-                if isinstance(message, str):
-                    if tag:
-                        self.qos._remove_from_indices(bytes_to_str(tag)).execute()
-                    _dead_letter(queue, item, message)
-                    continue
-                if tag:
-                    self.recorded.add(bytes_to_str(tag))
-                return message
+                _, item, tag, size = reply
+                message = self._checked(queue, item, bytes_to_str(tag), size)
+                if message is not None:
+                    return message
 
 
 class Transport(redis.Transport):

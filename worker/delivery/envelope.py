@@ -12,7 +12,7 @@ from typing import Any
 from celery.utils.iso8601 import parse_iso8601
 from kombu.utils.encoding import bytes_to_str
 
-from schemas.routes import QUEUES
+from schemas.routes import EVENT_TASKS, QUEUES
 from worker.app import app
 from worker.settings import get_settings
 
@@ -23,11 +23,13 @@ def task_queue(queue: str) -> bool:
     return queue in QUEUES
 
 
-def envelope(raw: bytes | str, of_task_queue: bool = True) -> dict[str, Any] | str:
-    """The decoded envelope, or the reason the item is not one."""
+def envelope(raw: bytes | str, of_task_queue: bool = True, size: int | None = None) -> dict[str, Any] | str:
+    """The decoded envelope, or the reason the item is not one. `size` is the item's length as
+    Redis measured it (`raw` is then only its head when it is oversized)."""
     limit = get_settings().max_event_bytes * 4  # base64 body plus headers
-    if len(raw) > limit:
-        return f"oversized message: {len(raw)} bytes > {limit}; not parsed"
+    size = len(raw) if size is None else size
+    if size > limit:
+        return f"oversized message: {size} bytes > {limit}; not parsed"
     try:
         message = json.loads(bytes_to_str(raw))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -38,6 +40,21 @@ def envelope(raw: bytes | str, of_task_queue: bool = True) -> dict[str, Any] | s
             return "not a kombu message: expected an object with body and properties.delivery_tag"
         return message
     return _problem(message) or message
+
+
+def as_taken(message: dict[str, Any], queue: str, tag: str) -> dict[str, Any]:
+    """The envelope as the worker runs it. It belongs to the queue it was taken from, under the
+    tag TAKE recorded it by, whatever the producer wrote: the acks, a give-back and Celery's retry
+    all follow those. An event is never dropped by a deadline or time limit its producer set
+    (`expires`, `timelimit`), so those are cleared, and no retry carries them; the beat's own
+    jobs keep theirs (their `expires` is what stops a backlog of periodic jobs)."""
+    props, headers = message["properties"], message["headers"]
+    props["delivery_tag"] = tag
+    props["delivery_info"] = {**props["delivery_info"], "exchange": "", "routing_key": queue}
+    if headers.get("task") in EVENT_TASKS.values():
+        headers["expires"] = None
+        headers["timelimit"] = [None, None]
+    return message
 
 
 def _problem(message: Any) -> str | None:

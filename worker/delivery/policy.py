@@ -25,6 +25,7 @@ from worker.app import app
 from worker.delivery import dead_letters
 from worker.errors import NotYet, Rejected
 from worker.logs import bind
+from worker.producer import shown
 from worker.proxy import TransientProxyError
 from worker.settings import get_settings
 
@@ -88,7 +89,11 @@ def run_guarded(task: Task, name: str, payload: Any, body: Callable[[], None]) -
     retries = task.request.retries or 0
 
     def retry(exc: Exception, countdown: float) -> None:
-        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from None
+        # Celery's retry rebuilds the message without its kwargsrepr: the event's, masked again,
+        # or Flower and the unacked hash would show the full signature.
+        kwargs = task.request.kwargs or {}
+        shown_as = {"kwargsrepr": shown(kwargs["event"])} if "event" in kwargs else {}
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None, **shown_as) from None
 
     try:
         body()

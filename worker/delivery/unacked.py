@@ -1,7 +1,10 @@
 """The record of messages a worker has taken and not yet acknowledged, and their acks.
 
-kombu keeps that record in Redis (the unacked hash and its index by time); this QoS acks a batch
-in one round trip and survives acks and restores on a connection that was lost meanwhile.
+kombu keeps that record in Redis (the unacked hash and its index by time), and each record here
+also has an owner (worker.delivery.reservations). This QoS acks a batch in one round trip,
+survives acks and restores on a connection that was lost meanwhile, and at every sweep refreshes
+its channel's heartbeat and gives back the messages of workers whose heartbeat stopped. kombu's
+sweep by age (BROKER_VISIBILITY_TIMEOUT_S) stays, as the last resort.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis, virtual
+from kombu.utils.encoding import bytes_to_str
+
+from worker.delivery import reservations
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,8 @@ class QoS(redis.QoS):
                     pipe.execute()
                 except Exception as exc:  # noqa: BLE001 - a half-closed connection raises anything
                     log.warning("a batch's acks did not reach the broker (%s: %s); its messages come "
-                                "back after the visibility timeout and change nothing", type(exc).__name__, exc)
+                                "back once this channel's heartbeat expires and change nothing",
+                                type(exc).__name__, exc)
 
     def _lost(self) -> bool:
         # A lost connection closes the channel and leaves it without one; a task that finished
@@ -47,7 +54,7 @@ class QoS(redis.QoS):
     def ack(self, delivery_tag: str) -> None:
         if self._lost():
             log.warning("a message finished after the broker connection it came on was lost: not "
-                        "acknowledged; it comes back after the visibility timeout and changes nothing")
+                        "acknowledged; it comes back once that channel's heartbeat expires and changes nothing")
             return virtual.QoS.ack(self, delivery_tag)
         if self._acks is None:
             return super().ack(delivery_tag)
@@ -58,12 +65,12 @@ class QoS(redis.QoS):
         # On a lost connection kombu closes the channel and gives back, there and then, what the
         # worker held; with Redis gone that raises (AttributeError from a half-closed connection
         # included) and the worker stopped. The messages are still in the unacked hash, and the
-        # sweep gives them back after the visibility timeout: leave them there.
+        # sweep gives them back once this channel's heartbeat expires: leave them there.
         try:
             return super().restore_unacked(client)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the messages in Redis
             log.warning("could not give back %d unacknowledged messages now (%s: %s); they come back "
-                        "after the visibility timeout", len(self._delivered), type(exc).__name__, exc)
+                        "once this channel's heartbeat expires", len(self._delivered), type(exc).__name__, exc)
             self._delivered.clear()
             return None
 
@@ -75,3 +82,30 @@ class QoS(redis.QoS):
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        owner = reservations.owner_of(bytes_to_str(delivery_tag))
+        # The client prefixes HDEL's key (global_keyprefix) itself.
+        return pipe if owner is None else pipe.hdel(reservations.owned_key(owner), delivery_tag)
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        tag = bytes_to_str(tag)  # kombu's sweep by age reads tags back as bytes
+        owner = reservations.owner_of(tag)
+        if owner is None:  # recorded by kombu itself, in its format
+            return super().restore_by_tag(tag, client, leftmost)
+        keys = [self.unacked_key, self.unacked_index_key, reservations.owned_key(owner)]
+        with self.channel.conn_or_acquire(client) as client:
+            client.eval(reservations.RESTORE, 3, *map(self.channel.key, keys), tag, "1" if leftmost else "0")
+        return None
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        # Called every unacked_restore_interval (a fifth of BROKER_HEARTBEAT_S) by the event loop:
+        # a frozen or killed worker stops refreshing, a live one never lapses.
+        with self.channel.conn_or_acquire() as client:
+            self.channel.heartbeat(client)
+            keys = [self.unacked_key, self.unacked_index_key, reservations.OWNERS]
+            back = client.eval(reservations.SWEEP, 3, *map(self.channel.key, keys), self.channel.key(""))
+        if back:
+            log.warning("gave back %d unacknowledged messages of workers whose heartbeat stopped", back)
+        super().restore_visible(*args, **kwargs)
