@@ -95,10 +95,10 @@ def expected(history: History) -> tuple[int, int]:
 # -- the child: our sync ---------------------------------------------------------------------------
 
 def child(size: int, step_ms: int, accounts: int, profile: bool) -> None:
-    import tasks.spend  # noqa: F401 - what a worker's pool child has loaded
-    import worker.alerts.checks  # noqa: F401 - imported by the first run otherwise, inside the timing
     from sqlalchemy import text
 
+    import tasks.spend  # noqa: F401 - what a worker's pool child has loaded
+    import worker.alerts.checks  # noqa: F401 - imported by the first run otherwise, inside the timing
     from worker.db import session_scope
     from worker.spend.sync import sync
 
