@@ -23,8 +23,10 @@ class ProxyModel(BaseModel):
 
 
 def _exact(value: object) -> object:
-    # The proxy speaks JSON floats; str() gives the shortest repr, so 0.1 stays 0.1 exactly.
-    if isinstance(value, float):
+    # The proxy speaks JSON floats; str() gives the shortest repr, so 0.1 stays 0.1 exactly. It
+    # writes a whole amount as an integer (spend 0 of a failed call): a Decimal too, or the page's
+    # union takes the row for a plain object and sets it aside.
+    if isinstance(value, float | int) and not isinstance(value, bool):
         return Decimal(str(value))
     return value
 

@@ -113,10 +113,12 @@ def let_go(session: Session, start: datetime) -> None:
 
 
 def next_unread(session: Session, now: datetime, n: int) -> list[datetime]:
-    """Up to n windows still to read and sent to no reader, now marked as sent."""
+    """Up to n windows of a backlog (ending before the settle time) still to read and sent to no
+    reader, now marked as sent. The newest window, still open, waits for the beat: sent again by
+    its own reader, it was read back to back, a proxy request or more every second."""
     return list(session.execute(
         text("UPDATE spend_windows SET enqueued_at = now() WHERE start_time IN ("
-             " SELECT start_time FROM spend_windows WHERE read_to < end_time AND read_to < :h"
+             " SELECT start_time FROM spend_windows WHERE read_to < end_time AND read_to < :h AND end_time <= :h"
              " AND (enqueued_at IS NULL OR enqueued_at < now() - :lease)"
              " ORDER BY start_time LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING start_time"),
         {"h": now - timedelta(seconds=get_settings().spend_settle_s), "lease": SENT_LEASE, "n": n},
