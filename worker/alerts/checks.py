@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, text
@@ -39,6 +40,24 @@ def check_alerts(user_ids: Iterable[str]) -> list[dict[str, Any]]:
     if waiting:
         deliver()
     return fired
+
+
+def near_a_threshold(session: Session, user_ids: Iterable[str]) -> list[str]:
+    """Of these users, those whose remaining credit is at or below one of their threshold levels:
+    the only ones that new usage can make fire. Usage only lowers a balance, and credit re-arms
+    through credit_may_rearm, so a spend window's check need not lock every account it touched."""
+    thresholds = get_settings().alert_thresholds
+    percents = [t.percent for t in thresholds if t.percent is not None]
+    amounts = [t.usd or Decimal(0) for t in thresholds if t.percent is None]
+    if not thresholds:
+        return []
+    return list(session.execute(
+        # greatest() skips NULLs: a kind of threshold not configured does not count.
+        text("SELECT user_id FROM account_totals WHERE user_id = ANY(:ids) AND credited_usd > 0 "
+             "AND credited_usd - spent_usd <= greatest(credited_usd * CAST(:pct AS numeric) / 100, "
+             "CAST(:usd AS numeric)) ORDER BY user_id"),
+        {"ids": sorted(set(user_ids)), "pct": max(percents, default=None), "usd": max(amounts, default=None)},
+    ).scalars())
 
 
 def credit_may_rearm(session: Session, user_ids: Iterable[str]) -> list[str]:

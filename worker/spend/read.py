@@ -18,7 +18,7 @@ from typing import Protocol
 
 from sqlalchemy import text
 
-from worker.alerts.checks import check_alerts
+from worker.alerts.checks import check_alerts, near_a_threshold
 from worker.db import session_scope
 from worker.settings import get_settings
 from worker.spend import plan
@@ -130,5 +130,6 @@ def _check_alerts(span: Window) -> None:
             text("SELECT DISTINCT user_id FROM spend_logs WHERE start_time >= :s AND start_time <= :e "
                  "AND user_id IS NOT NULL"), {"s": span.start, "e": span.end},
         ).scalars().all()
+        near = near_a_threshold(session, users) if users else []
     if users:
-        check_alerts(users)
+        check_alerts(near)  # also delivers what an earlier check left undelivered
