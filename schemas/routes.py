@@ -3,7 +3,10 @@ JSON Schemas read. Producers send by task name; the worker never needs their cod
 
 from __future__ import annotations
 
-QUEUES = ("signups", "payments", "spend")
+QUEUES = ("signups", "payments", "spend", "periodic")
+# Queues a worker takes from first whenever they hold a message (worker.delivery.broker): the
+# beat's jobs, so a burst of events queued ahead of them cannot starve them past their interval.
+FIRST_QUEUES = ("periodic",)
 
 # Task name -> queue. The events.* tasks are what producers send; the others are the beat's and
 # the worker's own.
@@ -11,9 +14,9 @@ ROUTES = {
     "events.signup": "signups",
     "events.payment": "payments",
     "events.refund": "payments",
-    "spend.sync": "spend",
+    "spend.sync": "periodic",
     "spend.window": "spend",
-    "ops.reconcile": "spend",
+    "ops.reconcile": "periodic",
     "ops.alert_webhook": "spend",
 }
 

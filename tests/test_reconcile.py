@@ -123,7 +123,7 @@ def test_failing_proxy_stops_the_run_after_a_few_accounts(proxy):
 
 
 def test_beat_task_fixes_and_skips_while_another_run_holds_the_lock(proxy):
-    assert reconcile_task.name == "ops.reconcile" and ROUTES["ops.reconcile"] == "spend"
+    assert reconcile_task.name == "ops.reconcile" and ROUTES["ops.reconcile"] == "periodic"
     bob = drifted_pair(proxy)
     with exclusive(Lock.RECONCILE) as held:
         assert held
@@ -135,7 +135,7 @@ def test_beat_task_fixes_and_skips_while_another_run_holds_the_lock(proxy):
 
 def test_beat_task_runs_on_a_real_worker(workers, proxy):
     bob = drifted_pair(proxy)
-    workers.start(queues="spend")
+    workers.start(queues="periodic")
     app.send_task("ops.reconcile")
     wait_for(lambda: proxy.keys[bob]["max_budget"] == 12, 30, "the reconcile task's fix")
 

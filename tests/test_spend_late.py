@@ -48,7 +48,7 @@ def test_two_real_workers_read_windows_in_parallel_and_debit_each_row_once(worke
     rows = 3000
     for i in range(rows):
         proxy.add_spend(ALICE if i % 2 else BOB, 0.001, now - timedelta(hours=2) + timedelta(seconds=2.3 * i))
-    workers.start(queues="spend", concurrency=2, beat=True,
+    workers.start(queues="spend,periodic", concurrency=2, beat=True,
                   env={"SPEND_SYNC_INTERVAL_S": "1", "RECONCILE_INTERVAL_S": "3600", "SPEND_PAGE_SIZE": "100"})
     workers.start(queues="spend", concurrency=2)
     horizon = now - timedelta(seconds=get_settings().spend_settle_s)

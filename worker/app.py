@@ -61,12 +61,12 @@ def make_app() -> Celery:
             "spend-sync": {
                 "task": "spend.sync",
                 "schedule": timedelta(seconds=s.spend_sync_interval_s),
-                "options": {"queue": "spend", "expires": s.spend_sync_interval_s},
+                "options": {"queue": "periodic", "expires": s.spend_sync_interval_s},
             },
             "reconcile": {
                 "task": "ops.reconcile",
                 "schedule": timedelta(seconds=s.reconcile_interval_s),
-                "options": {"queue": "spend", "expires": s.reconcile_interval_s},
+                "options": {"queue": "periodic", "expires": s.reconcile_interval_s},
             },
         },
         timezone="UTC",

@@ -35,7 +35,7 @@ from tests.standin.proxy import StandInProxy
 
 RESULTS = ROOT / "docs" / "reliability-results"
 EVENT_QUEUES = ("signups", "payments")
-ALL_QUEUES = ("signups", "payments", "spend")
+ALL_QUEUES = ("signups", "payments", "spend", "periodic")
 SIGNUP_CREDIT = Decimal(2)  # the settings' defaults, which the chaos workers keep
 MULTIPLIER = Decimal(2)
 PLANS_MINOR = (500, 1500, 2000)
@@ -253,7 +253,7 @@ class Pool(Workers):
         self.ready: set[int] = set()
         self.spawned = 0
 
-    def spawn(self, concurrency: int = 1, queues: str = "signups,payments,spend",
+    def spawn(self, concurrency: int = 1, queues: str = "signups,payments,spend,periodic",
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start one `celery -A worker.app worker` process; do not wait for it to be ready."""
         n = self.spawned
@@ -297,7 +297,7 @@ class Pool(Workers):
                 return True
         return False
 
-    def start(self, concurrency: int = 1, queues: str = "signups,payments,spend",  # type: ignore[override]
+    def start(self, concurrency: int = 1, queues: str = "signups,payments,spend,periodic",  # type: ignore[override]
               env: dict[str, str] | None = None, beat: bool = False) -> subprocess.Popen[bytes]:
         assert not beat, "chaos workers run without an embedded beat"
         proc = self.spawn(concurrency, queues, env)

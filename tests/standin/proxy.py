@@ -7,7 +7,8 @@ inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10
 unknown key in /key/bulk_update costing `bulk_unknown_s` (the real proxy retries its lookup with
 backoff: 0.8-2.6 s a key there).
 Faults for tests: `mode` = "ok" | "error" (HTTP 500) | "hang" (sleeps past client timeouts),
-`fail_after` = N (serve N more requests, then switch to mode "error"),
+`fail_after` = N (serve N more requests, then switch to mode "error"), `delays` = {path: seconds}
+(each request to that path takes that long, as a loaded proxy would),
 and `stop()`/`start()` to refuse connections on the same port.
 """
 
@@ -46,6 +47,7 @@ class StandInProxy:
         self.fail_after: int | None = None
         self.bulk_unknown_s = 1.0
         self.ignore_page = False  # a broken proxy: every page request gets page 1
+        self.delays: dict[str, float] = {}
         self.keys: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
         self.logs: list[tuple[float, str, dict[str, Any]]] = []  # sorted by (startTime, request_id)
@@ -95,6 +97,7 @@ class StandInProxy:
             self.fail_after = None
             self.bulk_unknown_s = 1.0
             self.ignore_page = False
+            self.delays.clear()
             self.keys.clear()
             self.aliases.clear()
             self.logs.clear()
@@ -144,6 +147,8 @@ class StandInProxy:
                     self.fail_after -= 1
         if self.mode == "hang":
             time.sleep(self.hang_s)
+        if url.path in self.delays:
+            time.sleep(self.delays[url.path])
         if self.mode == "error":
             return self._send(handler, 500, {"error": {"message": "internal error (injected)"}})
         auth = handler.headers.get("Authorization", "")

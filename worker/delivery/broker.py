@@ -22,6 +22,7 @@ from typing import Any
 from kombu.transport import redis
 from kombu.utils.encoding import bytes_to_str
 
+from schemas.routes import FIRST_QUEUES
 from worker.delivery import dead_letters
 from worker.delivery.envelope import envelope, task_queue
 from worker.delivery.unacked import QoS
@@ -102,7 +103,9 @@ class Channel(redis.Channel):
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         if self._take_next:
             self._sent = "EVAL"
-            args = ["EVAL", *self._take_args(queues)]
+            # The beat's queue first, the others in kombu's rotation: a periodic job waiting is
+            # the next message taken, however many events are queued ahead of it.
+            args = ["EVAL", *self._take_args(sorted(queues, key=lambda queue: queue not in FIRST_QUEUES))]
         else:
             # Block on one queue at a time (rotating), a share of the usual BRPOP timeout, so a
             # message on any other queue waits at most that long for the next take.
