@@ -243,9 +243,22 @@ class StandInProxy:
         return 200, {"total_requested": len(items), "successful_updates": done, "failed_updates": failed}
 
     def _list(self, query: dict[str, str]) -> tuple[int, Any]:
+        # The real proxy's rules: size <= 100, key_alias exact unless substring_matching (then a
+        # case-insensitive contains), optional sort, offset paging.
+        page, size = int(query.get("page", 1)), int(query.get("size", 10))
+        if size > 100 or size < 1 or page < 1:
+            return 422, {"detail": "size must be between 1 and 100"}
         alias = query.get("key_alias")
-        found = [dict(k) for k in self.keys.values() if not alias or k["key_alias"] == alias]
-        return 200, {"keys": found, "total_count": len(found), "current_page": 1, "total_pages": 1}
+        if alias and query.get("substring_matching") == "true":
+            found = [k for k in self.keys.values() if alias.lower() in (k["key_alias"] or "").lower()]
+        else:
+            found = [k for k in self.keys.values() if not alias or k["key_alias"] == alias]
+        if query.get("sort_by") == "key_alias":
+            found.sort(key=lambda k: k["key_alias"] or "", reverse=query.get("sort_order") == "desc")
+        chosen = found[(page - 1) * size:page * size]
+        keys = [dict(k) for k in chosen] if query.get("return_full_object") == "true" else [k["token"] for k in chosen]
+        return 200, {"keys": keys, "total_count": len(found), "current_page": page,
+                     "total_pages": -(-len(found) // size)}
 
     def _completion(self, bearer: str, body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:

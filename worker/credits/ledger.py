@@ -77,6 +77,15 @@ def credited_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]
     return {user_id: Decimal(totals.get(user_id) or 0) for user_id in user_ids}
 
 
+def spent_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]:
+    """Usage debited from each account, in one statement."""
+    totals = dict(session.execute(
+        select(LedgerEntry.user_id, func.sum(LedgerEntry.spent_usd))
+        .where(LedgerEntry.user_id.in_(list(user_ids)), LedgerEntry.kind == "usage").group_by(LedgerEntry.user_id)
+    ).all())
+    return {user_id: Decimal(totals.get(user_id) or 0) for user_id in user_ids}
+
+
 def credited_total(session: Session, user_id: str) -> Decimal:
     return credited_totals(session, [user_id])[user_id]
 
