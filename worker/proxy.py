@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from schemas.proxy import (BulkUpdateResponse, GeneratedKey, KeyInfoResponse, KeyListPage, SpendLogPage,
-                           redact_keys)
+from schemas.proxy import BulkUpdateResponse, GeneratedKey, KeyInfoResponse, KeyListPage, SpendLogPage, redact_keys
 from worker.settings import get_settings
 
 

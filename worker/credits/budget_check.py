@@ -24,7 +24,6 @@ from worker.credits.reconcile_report import Drift, Report, differs
 from worker.db import session_scope
 from worker.models import Account
 
-
 # A proxy that fails this many keys in a row is down: stop instead of timing out on each.
 MAX_CONSECUTIVE_FAILURES = 5
 
