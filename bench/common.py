@@ -181,8 +181,8 @@ def percentile(values: Sequence[float], p: float) -> float:
 class Run:
     """Context of one bench run: machine facts at the start, then `write` at the end."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, result_name: str | None = None):
+        self.name = result_name or name  # the results' file name (e.g. a --real run beside the stand-in's)
         self.started = dt.datetime.now(dt.UTC)
         self.load_start = os.getloadavg()
         self.command = f"uv run python -m bench.{name}" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
@@ -196,6 +196,7 @@ class Run:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "postgres": _server_version(),
+            "commit": _commit(),
         }
 
     def write(self, figures: dict[str, Any], table: list[tuple[Any, ...]], headers: tuple[str, ...],
@@ -209,7 +210,7 @@ class Run:
         lines = [
             f"# bench.{self.name}",
             "",
-            f"`{self.command}` on {machine['cpu_count']} cores, {machine['date']}, "
+            f"`{self.command}` on {machine['cpu_count']} cores, {machine['date']}, commit {machine['commit']}, "
             f"load average at start {machine['load_average_at_start'][0]} "
             f"(end {machine['load_average_at_end'][0]}).",
             "",
@@ -230,6 +231,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else None
+    except OSError:
+        return None
 
 
 def _server_version() -> str | None:

@@ -4,7 +4,8 @@ Rules kept (see ../shared/litellm-api.md): keys stored as sha256 tokens, unique 
 custom keys must start with sk-, absolute max_budget, the budget check before a call (the call
 that crosses still succeeds, the next gets 422), spend logs paged by offset newest first with
 inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10,000, and an
-unknown key in /key/bulk_update costing `bulk_unknown_s` (the real proxy retries its lookup with
+unknown key in /key/bulk_update costing `bulk_unknown_s`, a /key/list page holding a key whose
+spend is NaN failing whole (HTTP 500) (the real proxy retries its lookup with
 backoff: 0.8-2.6 s a key there).
 Faults for tests: `mode` = "ok" | "error" (HTTP 500) | "hang" (sleeps past client timeouts),
 `fail_after` = N (serve N more requests, then switch to mode "error"), `delays` = {path: seconds}
@@ -256,6 +257,8 @@ class StandInProxy:
         if query.get("sort_by") == "key_alias":
             found.sort(key=lambda k: k["key_alias"] or "", reverse=query.get("sort_order") == "desc")
         chosen = found[(page - 1) * size:page * size]
+        if any(k["spend"] != k["spend"] for k in chosen):  # NaN: the real proxy cannot serialise the page
+            return 500, {"error": {"message": 'Error converting field "spend" of expected non-nullable type "Float"'}}
         keys = [dict(k) for k in chosen] if query.get("return_full_object") == "true" else [k["token"] for k in chosen]
         return 200, {"keys": keys, "total_count": len(found), "current_page": page,
                      "total_pages": -(-len(found) // size)}

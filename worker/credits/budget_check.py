@@ -1,5 +1,5 @@
 """Key budgets against the ledger: a page of listed keys screened in two statements, the few that
-differ confirmed at rest, and with fix=True repaired in one bulk push.
+differ confirmed at rest, and with fix=True repaired by bulk pushes.
 
 The listing is read a moment before the ledger, so a payment pushed in between can make a key
 look drifted. A key that differs is therefore read again (/key/info) with its account row locked
@@ -59,9 +59,9 @@ def compare_page(keys: list[ListedKey]) -> list[Compared]:
                      by_hash[a.key_hash].spend, credited[a.user_id], spent[a.user_id]) for a in accounts]
 
 
-def confirm_and_repair(user_ids: list[str], fix: bool, report: Report) -> dict[str, KeyInfo]:
-    """Read each account's key again, with its row locked; what still differs is drift, pushed
-    again in one bulk request with fix=True. Returns the keys read (for the spend check)."""
+def confirm(user_ids: list[str], fix: bool, report: Report) -> tuple[dict[str, KeyInfo], list[str]]:
+    """Read each account's key again, with its row locked; what still differs is drift. Returns
+    the keys read (for the spend check) and, with fix=True, the accounts to push again (`push`)."""
     read: dict[str, KeyInfo] = {}
     to_push: list[str] = []
     with session_scope() as session:
@@ -94,9 +94,14 @@ def confirm_and_repair(user_ids: list[str], fix: bool, report: Report) -> dict[s
                     # locks, after this commit) whatever the ledger holds by then.
                     account.budget_pushed_usd = None
                     to_push.append(account.user_id)
-    if to_push:
-        _, failed = sync_keys(to_push)
-        for user_id, exc in failed.items():
-            report.key_error(user_id, exc, "budget")
-        report.fixed += len(to_push) - len(failed)
-    return read
+    return read, to_push
+
+
+def push(user_ids: list[str], report: Report) -> None:
+    """The ledger's totals onto these keys, in one /key/bulk_update per 100 (accounts.sync_keys)."""
+    if not user_ids:
+        return
+    _, failed = sync_keys(user_ids)
+    for user_id, exc in failed.items():
+        report.key_error(user_id, exc, "budget")
+    report.fixed += len(user_ids) - len(failed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from worker.settings import get_settings
 AHEAD = 4  # pages in flight at once: the proxy answers several requests in parallel
 DB_BATCH = 1000
 PAGE_ATTEMPTS = 3
+MAX_FAILED_PAGES = 3  # in a row: the proxy is down, not one page of it
 _QUERY = ('SELECT token, key_alias, max_budget, spend FROM "LiteLLM_VerificationToken" '
           "WHERE key_alias LIKE %s ESCAPE '\\' AND key_alias > %s ORDER BY key_alias LIMIT %s")
 _conn: tuple[int, psycopg.Connection] | None = None
@@ -39,10 +40,16 @@ class BadKey:
     reason: str
 
 
+@dataclass(frozen=True)
+class PageFailed:
+    number: int
+    reason: str
+
+
 Page = list[ListedKey | BadKey]
 
 
-def listed_keys(page_size: int = proxy.KEY_LIST_MAX) -> Iterator[Page]:
+def listed_keys(page_size: int = proxy.KEY_LIST_MAX) -> Iterator[Page | PageFailed]:
     """Every key whose alias starts with KEY_ALIAS_PREFIX, a page at a time, in alias order."""
     if get_settings().litellm_database_url:
         yield from _from_database(max(page_size, DB_BATCH))
@@ -75,20 +82,32 @@ def _keys(answer: KeyListPage, prefix: str) -> Page:
     return [key for raw in answer.keys if (key := _read(raw, prefix)) is not None]
 
 
-def _from_proxy(size: int) -> Iterator[Page]:
+def _from_proxy(size: int) -> Iterator[Page | PageFailed]:
+    """Pages in order, AHEAD in flight. The real proxy fails a whole page over one key it cannot
+    serialise (a NaN spend): such a page is reported and its keys left to reconcile's
+    one-by-one pass; only MAX_FAILED_PAGES failures in a row mean the proxy is down."""
     prefix = get_settings().key_alias_prefix
-    first = _fetch(prefix, 1, size)
-    yield _keys(first, prefix)
-    # Offset paging: a key made while we page can shift the others by one, so a key may come
-    # twice (compared twice, harmless) or not at all (reconcile checks unseen accounts alone).
+    failures, number, total = 0, 1, None
     with ThreadPoolExecutor(AHEAD) as pool:
-        pending = []
-        for number in range(2, first.total_pages + 1):
-            pending.append(pool.submit(_fetch, prefix, number, size))
-            if len(pending) >= AHEAD:
-                yield _keys(pending.pop(0).result(), prefix)
-        for future in pending:
-            yield _keys(future.result(), prefix)
+        pending: list[tuple[int, Future[KeyListPage]]] = []
+        while pending or total is None or number <= total:
+            # Until one page has told the page count, one page at a time.
+            while number <= (total or number) and len(pending) < (AHEAD if total else 1):
+                pending.append((number, pool.submit(_fetch, prefix, number, size)))
+                number += 1
+            page_number, future = pending.pop(0)
+            try:
+                answer = future.result()
+            except proxy.ProxyError as exc:
+                failures += 1
+                if failures >= MAX_FAILED_PAGES:
+                    raise
+                yield PageFailed(page_number, str(exc))
+                continue
+            failures, total = 0, answer.total_pages
+            # Offset paging: a key made meanwhile can shift the others by one, so a key may come
+            # twice (compared twice, harmless) or not at all (then it is checked on its own).
+            yield _keys(answer, prefix)
 
 
 def _connection() -> psycopg.Connection:

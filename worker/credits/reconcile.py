@@ -18,7 +18,7 @@ from sqlalchemy import select
 from worker import proxy
 from worker.credits import budget_check, key_sources, ledger
 from worker.credits.accounts import sync_key
-from worker.credits.key_sources import BadKey
+from worker.credits.key_sources import BadKey, PageFailed
 from worker.credits.reconcile_report import Drift, Report, differs, log_report
 from worker.credits.spend_check import SpendSeen, check_spend
 from worker.db import Lock, exclusive, session_scope
@@ -45,29 +45,45 @@ def reconcile(fix: bool = False, page_size: int = proxy.KEY_LIST_MAX) -> Report:
     """One pass over every key with our alias prefix, then over the accounts not seen in it."""
     report = Report()
     seen: set[str] = set()
+    pushes: list[str] = []  # drift confirmed, pushed a bulk request at a time
     try:
         for page in key_sources.listed_keys(page_size):
+            if isinstance(page, PageFailed):
+                report.errors.append(f"key listing page {page.number} could not be read ({page.reason}); "
+                                     "its keys are checked one by one")
+                continue
             for bad in (k for k in page if isinstance(k, BadKey)):
                 report.key_error(bad.key_alias or bad.token or "?", bad.reason, "budget")
             seen.update(k.token for k in page if k.token)
-            _compare(page, fix, report)
-        _unseen(seen, fix, report)
+            _compare(page, fix, report, pushes)
+        _unseen(seen, fix, report, pushes)
     except (proxy.ProxyError, psycopg.Error, budget_check.ProxyDown) as exc:
         report.run_error(f"{exc}; the keys after this point were not compared")
+    finally:
+        budget_check.push(pushes, report)
     return report
 
 
-def _compare(page: list, fix: bool, report: Report) -> None:
+def _confirm(user_ids: list[str], fix: bool, report: Report, pushes: list[str]) -> dict:
+    read, to_push = budget_check.confirm(user_ids, fix, report)
+    pushes.extend(to_push)
+    if len(pushes) >= proxy.BULK_UPDATE_CHUNK:
+        budget_check.push(pushes[:], report)
+        pushes.clear()
+    return read
+
+
+def _compare(page: list, fix: bool, report: Report, pushes: list[str]) -> None:
     compared = budget_check.compare_page([k for k in page if not isinstance(k, BadKey)])
     report.checked += len(compared)
     drifted = [c.user_id for c in compared if differs(c.proxy_budget, c.credited)]
     if drifted:
-        budget_check.confirm_and_repair(drifted, fix, report)
+        _confirm(drifted, fix, report, pushes)
     check_spend([SpendSeen(c.user_id, c.key_hash, c.created_at, c.proxy_spend, c.spent) for c in compared],
                 fix, report)
 
 
-def _unseen(seen: set[str], fix: bool, report: Report) -> None:
+def _unseen(seen: set[str], fix: bool, report: Report, pushes: list[str]) -> None:
     after = ""
     while True:
         with session_scope() as session:
@@ -83,14 +99,14 @@ def _unseen(seen: set[str], fix: bool, report: Report) -> None:
         for account in pending:
             _pending(account.user_id, fix, report)
         for start in range(0, len(missing), CONFIRM_CHUNK):
-            _check_alone(missing[start:start + CONFIRM_CHUNK], fix, report)
+            _check_alone(missing[start:start + CONFIRM_CHUNK], fix, report, pushes)
         after = batch[-1].user_id
 
 
-def _check_alone(accounts: list, fix: bool, report: Report) -> None:
+def _check_alone(accounts: list, fix: bool, report: Report, pushes: list[str]) -> None:
     """Accounts the listing did not show: their keys read one by one (/key/info)."""
     report.checked += len(accounts)
-    read = budget_check.confirm_and_repair([a.user_id for a in accounts], fix, report)
+    read = _confirm([a.user_id for a in accounts], fix, report, pushes)
     with session_scope() as session:
         spent = ledger.spent_totals(session, [a.user_id for a in accounts])
     check_spend([SpendSeen(a.user_id, a.key_hash, a.created_at, read[a.user_id].spend, spent[a.user_id])
