@@ -107,9 +107,10 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
         LOGS.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         log = LOGS / f"{name}.log"
-        proc = subprocess.Popen(list(cmd), cwd=ROOT, env={**os.environ, **(env or {})},
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, **(env or {})},
                                 stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         proc.log = log  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -122,11 +123,12 @@ class Procs:
         return proc
 
     def worker(self, name: str, env: dict[str, str], queues: str = "payments", concurrency: int = 1,
-               loglevel: str = "INFO") -> subprocess.Popen[bytes]:
+               loglevel: str = "INFO", cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+        """A worker running the code in `cwd` (another checkout measures the code before a change)."""
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
                "-n", f"{name}-{os.getpid()}@%h", "--without-mingle", "--without-gossip", "-l", loglevel]
         # INFO: the level a deployment runs at, and the one that logs "ready." and task run times.
-        proc = self.start(name, cmd, {**env, "LOG_LEVEL": "INFO"})
+        proc = self.start(name, cmd, {**env, "LOG_LEVEL": "INFO"}, cwd=cwd)
         log: Path = proc.log  # type: ignore[attr-defined]
         wait_for(lambda: " ready." in log.read_text(errors="replace") or proc.poll() is not None, 90,
                  f"worker {name} to be ready", interval=0.2)
