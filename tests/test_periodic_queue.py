@@ -13,7 +13,7 @@ BURST = 400
 
 def test_beat_jobs_are_routed_to_the_periodic_queue():
     assert ROUTES["ops.reconcile"] == ROUTES["spend.sync"] == "periodic" and ROUTES["spend.window"] == "spend"
-    assert FIRST_QUEUES == ("periodic",) and "periodic" in QUEUES
+    assert FIRST_QUEUES == ("periodic", "payments") and "periodic" in QUEUES
     schedule = app.conf.beat_schedule
     assert {entry["options"]["queue"] for entry in schedule.values()} == {"periodic"}
 

@@ -69,6 +69,10 @@ return false
 """
 
 
+def _preference(queue: str) -> int:
+    return FIRST_QUEUES.index(queue) if queue in FIRST_QUEUES else len(FIRST_QUEUES)
+
+
 class Channel(redis.Channel):
     QoS = QoS
     _take_next = True  # else wait for a message before the next take
@@ -103,9 +107,9 @@ class Channel(redis.Channel):
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         if self._take_next:
             self._sent = "EVAL"
-            # The beat's queue first, the others in kombu's rotation: a periodic job waiting is
-            # the next message taken, however many events are queued ahead of it.
-            args = ["EVAL", *self._take_args(sorted(queues, key=lambda queue: queue not in FIRST_QUEUES))]
+            # FIRST_QUEUES first, in their order, the others in kombu's rotation: a periodic job
+            # waiting is the next message taken, however many events are queued ahead of it.
+            args = ["EVAL", *self._take_args(sorted(queues, key=_preference))]
         else:
             # Block on one queue at a time (rotating), a share of the usual BRPOP timeout, so a
             # message on any other queue waits at most that long for the next take.
