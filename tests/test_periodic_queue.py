@@ -33,4 +33,7 @@ def test_reconcile_runs_while_a_burst_of_signups_is_still_queued(workers, proxy,
     wait_for(reconciled, 60, "the reconcile run's report")
     waiting = redis_client.llen("signups")
     assert waiting > 0, "the reconcile ran only after the whole burst"
+    # Taken first of all, though queued last: the broker's take tries the periodic queue first.
+    received = [line for line in workers.output().splitlines() if "] received" in line]
+    assert "Task ops.reconcile[" in received[0], received[:3]
     wait_for(lambda: redis_client.llen("signups") == 0, 120, "the burst to be consumed")
