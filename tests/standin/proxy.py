@@ -49,7 +49,7 @@ class StandInProxy:
         self.bulk_unknown_s = 1.0
         self.ignore_page = False  # a broken proxy: every page request gets page 1
         self.delays: dict[str, float] = {}
-        self.in_flight: dict[str, int] = {}
+        self.delayed_in_flight: dict[str, int] = {}
         self.peak_in_flight: dict[str, int] = {}  # most requests to a path served at once
         self.keys: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
@@ -101,7 +101,7 @@ class StandInProxy:
             self.bulk_unknown_s = 1.0
             self.ignore_page = False
             self.delays.clear()
-            self.in_flight.clear()
+            self.delayed_in_flight.clear()
             self.peak_in_flight.clear()
             self.keys.clear()
             self.aliases.clear()
@@ -154,11 +154,11 @@ class StandInProxy:
             time.sleep(self.hang_s)
         if url.path in self.delays:
             with self.lock:
-                self.in_flight[url.path] = self.in_flight.get(url.path, 0) + 1
-                self.peak_in_flight[url.path] = max(self.peak_in_flight.get(url.path, 0), self.in_flight[url.path])
+                self.delayed_in_flight[url.path] = self.delayed_in_flight.get(url.path, 0) + 1
+                self.peak_in_flight[url.path] = max(self.peak_in_flight.get(url.path, 0), self.delayed_in_flight[url.path])
             time.sleep(self.delays[url.path])
             with self.lock:
-                self.in_flight[url.path] -= 1
+                self.delayed_in_flight[url.path] -= 1
         if self.mode == "error":
             return self._send(handler, 500, {"error": {"message": "internal error (injected)"}})
         auth = handler.headers.get("Authorization", "")
