@@ -313,13 +313,14 @@ def test_unsigned_or_badly_signed_payment_is_dead_lettered(proxy, signing_secret
 
 
 def test_signed_payment_and_refund_are_applied(proxy, signing_secret):
+    signup.apply(kwargs={"event": SIGNUP})
     payment.apply(kwargs={"event": pay(signature=signing.sign(pay(), signing_secret))})
     # A signature does not survive a change to the event it signed.
     tampered = {**pay(signature=signing.sign(pay(), signing_secret)), "amount_minor": 1500}
     payment.apply(kwargs={"event": tampered})
     event = refund_of("rf-1", amount_minor=100)
     refund.apply(kwargs={"event": {**event, "signature": signing.sign(event, signing_secret)}})
-    assert budget(proxy) == 8 and [d.reason[:13] for d in letters()] == ["bad signature"]
+    assert budget(proxy) == 10 and [d.reason[:13] for d in letters()] == ["bad signature"]
 
 
 def test_dead_lettered_payment_is_replayed_after_the_cause_is_fixed(workers, proxy):

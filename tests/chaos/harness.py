@@ -562,6 +562,7 @@ def judge(state: State, events: Sequence[Event]) -> Verdict:
     wanted = {ev.key for ev in events}
     have = set(state.ledger)
     totals = expected_totals(events)
+    signed_up = {ev.user_id for ev in events if ev.task == "events.signup"}
     mismatched = []
     for user, total in totals.items():
         account = state.accounts.get(user)
@@ -572,6 +573,11 @@ def judge(state: State, events: Sequence[Event]) -> Verdict:
             mismatched.append(f"{user}: no account")
             continue
         budget = state.budgets.get(account["alias"], "missing")
+        if user not in signed_up:
+            # Payments with no signup make no key: the signup makes it (reconcile, if none comes).
+            if account["status"] != "pending" or budget != "missing":
+                mismatched.append(f"{user}: no signup, yet status {account['status']}, proxy {budget}")
+            continue
         if account["status"] != "active" or account["pushed"] != got or budget != got:
             mismatched.append(f"{user}: status {account['status']}, pushed {account['pushed']}, "
                               f"proxy {budget}, ledger {got}")

@@ -154,8 +154,8 @@ class StandInProxy:
             time.sleep(self.hang_s)
         if url.path in self.delays:
             with self.lock:
-                self.delayed_in_flight[url.path] = self.delayed_in_flight.get(url.path, 0) + 1
-                self.peak_in_flight[url.path] = max(self.peak_in_flight.get(url.path, 0), self.delayed_in_flight[url.path])
+                now = self.delayed_in_flight[url.path] = self.delayed_in_flight.get(url.path, 0) + 1
+                self.peak_in_flight[url.path] = max(self.peak_in_flight.get(url.path, 0), now)
             time.sleep(self.delays[url.path])
             with self.lock:
                 self.delayed_in_flight[url.path] -= 1

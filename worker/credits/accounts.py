@@ -50,10 +50,10 @@ def ensure_account(session: Session, user_id: str, email: str | None = None) -> 
     return created
 
 
-def sync_key(user_id: str) -> Decimal | None:
+def sync_key(user_id: str, provision_unsigned: bool = True) -> Decimal | None:
     """Make the proxy hold the ledger's credited total for this user's key; returns what it holds
     now (None without an active key), or raises why the push failed."""
-    held, failed = sync_keys([user_id])
+    held, failed = sync_keys([user_id], provision_unsigned)
     if user_id in failed:
         raise failed[user_id]
     return held.get(user_id)
