@@ -107,9 +107,10 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
         LOGS.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         log = LOGS / f"{name}.log"
-        proc = subprocess.Popen(list(cmd), cwd=ROOT, env={**os.environ, **(env or {})},
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, **(env or {})},
                                 stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         proc.log = log  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -122,11 +123,12 @@ class Procs:
         return proc
 
     def worker(self, name: str, env: dict[str, str], queues: str = "payments", concurrency: int = 1,
-               loglevel: str = "INFO") -> subprocess.Popen[bytes]:
+               loglevel: str = "INFO", cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+        """A worker running the code in `cwd` (another checkout measures the code before a change)."""
         cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
                "-n", f"{name}-{os.getpid()}@%h", "--without-mingle", "--without-gossip", "-l", loglevel]
         # INFO: the level a deployment runs at, and the one that logs "ready." and task run times.
-        proc = self.start(name, cmd, {**env, "LOG_LEVEL": "INFO"})
+        proc = self.start(name, cmd, {**env, "LOG_LEVEL": "INFO"}, cwd=cwd)
         log: Path = proc.log  # type: ignore[attr-defined]
         wait_for(lambda: " ready." in log.read_text(errors="replace") or proc.poll() is not None, 90,
                  f"worker {name} to be ready", interval=0.2)
@@ -181,8 +183,8 @@ def percentile(values: Sequence[float], p: float) -> float:
 class Run:
     """Context of one bench run: machine facts at the start, then `write` at the end."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, result_name: str | None = None):
+        self.name = result_name or name  # the results' file name (e.g. a --real run beside the stand-in's)
         self.started = dt.datetime.now(dt.UTC)
         self.load_start = os.getloadavg()
         self.command = f"uv run python -m bench.{name}" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
@@ -196,6 +198,7 @@ class Run:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "postgres": _server_version(),
+            "commit": _commit(),
         }
 
     def write(self, figures: dict[str, Any], table: list[tuple[Any, ...]], headers: tuple[str, ...],
@@ -209,7 +212,7 @@ class Run:
         lines = [
             f"# bench.{self.name}",
             "",
-            f"`{self.command}` on {machine['cpu_count']} cores, {machine['date']}, "
+            f"`{self.command}` on {machine['cpu_count']} cores, {machine['date']}, commit {machine['commit']}, "
             f"load average at start {machine['load_average_at_start'][0]} "
             f"(end {machine['load_average_at_end'][0]}).",
             "",
@@ -230,6 +233,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else None
+    except OSError:
+        return None
 
 
 def _server_version() -> str | None:

@@ -48,6 +48,31 @@ class KeyInfoResponse(ProxyModel):
     info: KeyInfo
 
 
+class ListedKey(ProxyModel):
+    """One key of /key/list?return_full_object=true (or a row of "LiteLLM_VerificationToken"):
+    what reconcile compares. Validated one by one, so one bad key is reported on its own."""
+
+    token: str
+    key_alias: str | None = None
+    max_budget: Decimal | None = None
+    spend: Decimal = Decimal(0)
+
+    _exact_money = field_validator("spend", "max_budget", mode="before")(_exact)
+
+    @field_validator("spend", mode="before")
+    @classmethod
+    def _null_is_zero(cls, value: object) -> object:
+        return 0 if value is None else value
+
+
+class KeyListPage(ProxyModel):
+    # Plain objects: each is read as a ListedKey on its own (worker.credits.key_sources).
+    keys: list[dict[str, Any]] = Field(default_factory=list)
+    total_count: int = 0
+    current_page: int = 1
+    total_pages: int = 0
+
+
 class GeneratedKey(ProxyModel):
     key: str
     key_alias: str | None = None

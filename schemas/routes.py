@@ -3,7 +3,14 @@ JSON Schemas read. Producers send by task name; the worker never needs their cod
 
 from __future__ import annotations
 
-QUEUES = ("signups", "payments", "spend")
+QUEUES = ("signups", "payments", "spend", "periodic")
+# Queues a worker takes from first, in this order, whenever they hold a message
+# (worker.delivery.broker); the others follow in turn. The beat's jobs first, so a burst of events
+# queued ahead cannot starve them past their interval. Payments before signups: a payment applied
+# before its signup is in the key's first max_budget, so a new user whose signup and payment are
+# queued together costs one key write, not a /key/generate and then an update. Payments are
+# applied in batches hundreds a second, so signups wait only while that queue is not empty.
+FIRST_QUEUES = ("periodic", "payments")
 
 # Task name -> queue. The events.* tasks are what producers send; the others are the beat's and
 # the worker's own.
@@ -13,10 +20,10 @@ ROUTES = {
     "events.refund": "payments",
     "events.adjustment": "payments",
     "events.redeem": "payments",
-    "spend.sync": "spend",
+    "spend.sync": "periodic",
     "spend.window": "spend",
-    "ops.reconcile": "spend",
-    "ops.expire_credit": "spend",
+    "ops.reconcile": "periodic",
+    "ops.expire_credit": "periodic",
     "ops.alert_webhook": "spend",
 }
 

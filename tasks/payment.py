@@ -35,5 +35,5 @@ def refund(event: dict[str, Any]) -> None:
     signing.check(event)
     with session_scope() as session:
         apply_refund(session, parsed)
-    sync_key(parsed.user_id)
+    sync_key(parsed.user_id, provision_unsigned=False)  # as for payments: the signup makes the key
     check_alerts([parsed.user_id])

@@ -1,4 +1,4 @@
-"""`ops.reconcile` (beat, queue `spend`): repair drift between the ledger and the proxy's budgets."""
+"""`ops.reconcile` (beat, queue `periodic`): repair drift between the ledger and the proxy's budgets."""
 
 from worker.credits.reconcile import log_report, reconcile_alone
 from worker.delivery.policy import beat_task

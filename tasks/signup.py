@@ -1,22 +1,21 @@
-"""`events.signup` on queue `signups`: an account, its starting grant, then its key on the proxy."""
+"""`events.signup` on queue `signups`: an account, its starting grant, then its key on the proxy.
+
+Signups run in batches (worker.delivery.batching), like payments: the worker hands the ones
+waiting to the pool together, and their keys are made several at a time.
+"""
 
 from typing import Any
 
-from schemas.events import SignupEvent
-from worker import signing
-from worker.credits.accounts import sync_key
-from worker.credits.signup import apply_signup
-from worker.db import session_scope
-from worker.delivery.policy import event_task
-from worker.logs import add_context
+from schemas.events import signup_key
+from worker.credits.signup import apply_signup_batch
+from worker.delivery.batching import batch_event_task
 
 
-@event_task("events.signup")
-def signup(event: dict[str, Any]) -> None:
-    parsed = SignupEvent.model_validate(event)
-    add_context(user_id=parsed.user_id, idempotency_key=parsed.idempotency_key)
-    signing.check_signup(event)
-    with session_scope() as session:
-        apply_signup(session, parsed)
-    # Only after the commit: the key's budget comes from what the ledger now holds.
-    sync_key(parsed.user_id)
+def _about(event: Any) -> dict[str, Any]:
+    """Log context of a signup, read from its raw fields: it must not fail on a bad event."""
+    if not isinstance(event, dict):
+        return {}
+    return {"user_id": event.get("user_id"), "idempotency_key": signup_key(event.get("user_id"))}
+
+
+signup = batch_event_task("events.signup", about=_about)(apply_signup_batch)

@@ -1,4 +1,4 @@
-"""`spend.sync` (beat, every SPEND_SYNC_INTERVAL_S) and `spend.window`, both on queue `spend`.
+"""`spend.sync` (beat, every SPEND_SYNC_INTERVAL_S, queue `periodic`) and `spend.window` (queue `spend`).
 
 spend.sync plans and sends the windows due; each spend.window reads or verifies one of them, on
 whichever worker takes it. A proxy or database fault is retried by the task policy; a window

@@ -85,8 +85,8 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
 
-    def start(self, concurrency: int = 1, queues: str = "signups,payments,spend", env: dict[str, str] | None = None,
-              beat: bool = False) -> subprocess.Popen[bytes]:
+    def start(self, concurrency: int = 1, queues: str = "signups,payments,spend,periodic",
+              env: dict[str, str] | None = None, beat: bool = False) -> subprocess.Popen[bytes]:
         n = len(self.procs)
         log = self.tmp / f"worker-{n}.log"
         offset = log.stat().st_size if log.exists() else 0

@@ -91,7 +91,7 @@ def test_status_reports_queues_workers_sync_dead_letters_and_drift(workers, prox
     with session_scope() as session:
         session.execute(text("UPDATE accounts SET budget_pushed_usd = 0 WHERE user_id = :u"), {"u": USER})
     found = as_json("status", "--timeout", "3")
-    assert found["queues"] == {"signups": 1, "payments": 0, "spend": 0} and found["unacked"] == 0
+    assert found["queues"] == {"signups": 1, "payments": 0, "spend": 0, "periodic": 0} and found["unacked"] == 0
     assert len(found["workers"]) == 1 and found["workers"][0].startswith("w0-")
     assert found["dead_letters_open"] == 1 and found["drift_accounts"] == 1
     assert found["dead_letters"] == [{"task": "events.signup", "reason": "rejected", "count": 1}]

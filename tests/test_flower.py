@@ -89,7 +89,7 @@ def test_flower_shows_worker_and_tasks_with_no_signature(workers, proxy, flower,
     assert len(workers_seen) == 1
     name, info = next(iter(workers_seen.items()))
     assert name.startswith("w0-") and "events.payment" in info["registered"]
-    assert {"signups", "payments", "spend"} == {q["name"] for q in info["active_queues"]}
+    assert {"signups", "payments", "spend", "periodic"} == {q["name"] for q in info["active_queues"]}
 
     metrics = get(f"{flower}/metrics").text
     for task in ("events.signup", "events.payment"):

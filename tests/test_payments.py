@@ -134,13 +134,25 @@ def test_two_users_racing_on_one_reference_credit_one_and_reject_the_other(proxy
 
 # -- ordering and balances -----------------------------------------------------------------
 
-def test_payment_before_signup_creates_account_then_signup_grants_once(proxy):
+def test_payment_before_signup_creates_account_then_signup_makes_the_key_once(proxy):
+    """The payment makes the account and its credit, but no key: the signup makes it, at the
+    total that already holds the payment, so the key is written once."""
     payment.apply(kwargs={"event": pay()})
-    assert account().key_status == "active" and budget(proxy) == 10
+    assert account().key_status == "pending" and not proxy.keys
     signup.apply(kwargs={"event": SIGNUP})
     signup.apply(kwargs={"event": SIGNUP})
     assert budget(proxy) == 12 and len(proxy.keys) == 1
+    assert proxy.requests == {"/key/generate": 1}
     assert len(entries("grant")) == 1 and account().email == USER
+
+
+def test_payment_whose_signup_never_comes_gets_its_key_from_reconcile(proxy):
+    from worker.credits.reconcile import reconcile
+
+    payment.apply(kwargs={"event": pay()})
+    assert account().key_status == "pending"
+    report = reconcile(fix=True)
+    assert report.pending == [USER] and report.fixed == 1 and budget(proxy) == 10
 
 
 def test_savings_example_from_the_issue(proxy):
@@ -301,13 +313,14 @@ def test_unsigned_or_badly_signed_payment_is_dead_lettered(proxy, signing_secret
 
 
 def test_signed_payment_and_refund_are_applied(proxy, signing_secret):
+    signup.apply(kwargs={"event": {**SIGNUP, "signature": signing.sign(SIGNUP, signing_secret)}})
     payment.apply(kwargs={"event": pay(signature=signing.sign(pay(), signing_secret))})
     # A signature does not survive a change to the event it signed.
     tampered = {**pay(signature=signing.sign(pay(), signing_secret)), "amount_minor": 1500}
     payment.apply(kwargs={"event": tampered})
     event = refund_of("rf-1", amount_minor=100)
     refund.apply(kwargs={"event": {**event, "signature": signing.sign(event, signing_secret)}})
-    assert budget(proxy) == 8 and [d.reason[:13] for d in letters()] == ["bad signature"]
+    assert budget(proxy) == 10 and [d.reason[:13] for d in letters()] == ["bad signature"]
 
 
 def test_dead_lettered_payment_is_replayed_after_the_cause_is_fixed(workers, proxy):

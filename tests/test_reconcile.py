@@ -95,14 +95,17 @@ def test_pending_account_is_reported_then_provisioned_by_fix(proxy):
     assert reconcile().pending == []
 
 
-def test_pages_through_accounts_with_one_key_info_each(proxy):
+def test_pages_through_the_key_listing_without_one_request_per_account(proxy):
     users = [f"user-{n}" for n in range(7)]
     for user in users:
         signup_user(user)
+    # The proxy's filter is a substring match: a key it lists whose alias does not start with our
+    # prefix is not taken for ours; its account, not seen in the listing, is read on its own.
+    proxy.keys[signup_user("other")]["key_alias"] = "xtest-other"
     proxy.requests.clear()
-    report = reconcile(batch=3)
-    assert report.checked == 7 and not report.drifted
-    assert proxy.requests == {"/key/info": 7}
+    report = reconcile(page_size=3)
+    assert report.checked == 8 and not report.drifted and not report.errors
+    assert proxy.requests == {"/key/list": 3, "/key/info": 1}
 
 
 def test_missing_key_is_an_error_and_the_rest_still_checked(proxy):
@@ -111,19 +114,22 @@ def test_missing_key_is_an_error_and_the_rest_still_checked(proxy):
     del proxy.keys[ann]
     report = reconcile(fix=True)
     assert report.checked == 2 and len(report.errors) == 1 and report.errors[0].startswith("ann: /key/info")
+    assert report.key_errors == 1
 
 
-def test_failing_proxy_stops_the_run_after_a_few_accounts(proxy):
+def test_failing_proxy_stops_the_run(proxy):
     for n in range(8):
         signup_user(f"user-{n}")
     proxy.mode = "error"
     report = reconcile(fix=True)
-    assert report.checked == 5 and report.fixed == 0
-    assert len(report.errors) == 6 and report.errors[-1].startswith("stopped after 5 proxy failures")
+    assert report.checked == 0 and report.fixed == 0 and report.key_errors == 0
+    # A page that fails is passed over (one bad key can fail it); three in a row: the proxy is down.
+    assert len(report.errors) == 3 and report.errors[0].startswith("key listing page 1 could not be read")
+    assert report.errors[-1].startswith("/key/list: HTTP 500") and "not compared" in report.errors[-1]
 
 
 def test_beat_task_fixes_and_skips_while_another_run_holds_the_lock(proxy):
-    assert reconcile_task.name == "ops.reconcile" and ROUTES["ops.reconcile"] == "spend"
+    assert reconcile_task.name == "ops.reconcile" and ROUTES["ops.reconcile"] == "periodic"
     bob = drifted_pair(proxy)
     with exclusive(Lock.RECONCILE) as held:
         assert held
@@ -135,7 +141,7 @@ def test_beat_task_fixes_and_skips_while_another_run_holds_the_lock(proxy):
 
 def test_beat_task_runs_on_a_real_worker(workers, proxy):
     bob = drifted_pair(proxy)
-    workers.start(queues="spend")
+    workers.start(queues="periodic")
     app.send_task("ops.reconcile")
     wait_for(lambda: proxy.keys[bob]["max_budget"] == 12, 30, "the reconcile task's fix")
 
@@ -198,3 +204,74 @@ def test_usage_filed_beyond_the_verification_horizon_is_debited_by_reconcile(pro
     assert reconcile(fix=True).spend_repaired == []  # nothing left to repair: nothing debited twice
     with session_scope() as session:
         assert ledger.balance(session, "ann").spent_usd == Decimal("0.375")
+
+
+def test_an_unreadable_key_is_reported_and_every_other_key_still_repaired(proxy):
+    """ann's spend is NaN on the proxy; zed, later in alias order, was raised to 999 by hand."""
+    ann, zed = signup_user("ann"), signup_user("zed")
+    signup_user("bob")
+    proxy.keys[ann]["spend"] = float("nan")
+    proxy.keys[zed]["max_budget"] = 999
+    for _ in range(2):  # run after run
+        report = reconcile(fix=True)
+        # As the real proxy does, the listing fails the page that holds ann; its keys are read one
+        # by one, and only ann's fails.
+        assert report.key_errors == 1 and report.errors[0].startswith("key listing page 1 could not be read")
+        assert report.errors[1].startswith("ann: ValidationError") and len(report.errors) == 2
+    assert report.checked == 3 and proxy.keys[zed]["max_budget"] == 2
+    assert Drift("zed", Decimal(999), Decimal(2)) not in report.drifted  # fixed by the first run
+
+
+def test_a_spend_check_that_fails_for_one_key_leaves_the_others_checked(proxy, monkeypatch):
+    from worker.credits import spend_check
+
+    ann, bob = signup_user("ann"), signup_user("bob")
+    proxy.keys[ann]["spend"] = 0.5
+    proxy.keys[bob]["spend"] = 0.25
+    real = spend_check.unsynced_explains
+
+    def failing(session, key_hash, proxy_spend):
+        if key_hash == ann:
+            raise RuntimeError("spend logs unreadable")
+        return real(session, key_hash, proxy_spend)
+
+    monkeypatch.setattr(spend_check, "unsynced_explains", failing)
+    report = reconcile()
+    assert report.errors == ["ann: RuntimeError: spend logs unreadable"] and report.key_errors == 1
+    assert report.spend_mismatches == [Drift("bob", Decimal("0.25"), Decimal(0))]
+
+
+def test_keys_are_read_from_the_proxy_database_when_it_is_configured(proxy, monkeypatch):
+    """LITELLM_DATABASE_URL: "LiteLLM_VerificationToken" read directly (here a table of that
+    shape in the test database): no /key/list, and /key/info only to confirm a drift."""
+    from sqlalchemy import text
+
+    from tests.conftest import TEST_ENV
+    from worker.settings import get_settings
+
+    ann, bob = signup_user("ann"), signup_user("bob")
+    pay("bob", "pay-1")
+    with session_scope() as session:
+        session.execute(text('CREATE TABLE IF NOT EXISTS "LiteLLM_VerificationToken" (token text PRIMARY KEY, '
+                             'key_alias text, max_budget double precision, spend double precision NOT NULL)'))
+        session.execute(text('TRUNCATE "LiteLLM_VerificationToken"'))
+        session.execute(text('INSERT INTO "LiteLLM_VerificationToken" VALUES (:a, \'test-ann\', 2, 0), '
+                             '(:b, \'test-bob\', 2, \'NaN\'), (\'t3\', \'test-carl\', 2, 0), '
+                             '(\'t4\', \'other-dan\', 2, 0)'), {"a": ann, "b": bob})
+    monkeypatch.setenv("LITELLM_DATABASE_URL", TEST_ENV["DATABASE_URL"])
+    get_settings.cache_clear()
+    try:
+        proxy.requests.clear()
+        report = reconcile()
+        assert report.checked == 1 and report.key_errors == 1 and report.errors[0].startswith("test-bob:")
+        assert proxy.requests == {}
+        proxy.keys[bob].update(spend=0, max_budget=5)  # a drift, as the listing and /key/info both see it
+        with session_scope() as session:
+            session.execute(text('UPDATE "LiteLLM_VerificationToken" SET spend = 0, max_budget = 5 WHERE token = :b'),
+                            {"b": bob})
+        report = reconcile(fix=True)
+        assert report.drifted == [Drift("bob", Decimal(5), Decimal(12))] and report.fixed == 1
+        assert proxy.keys[bob]["max_budget"] == 12  # confirmed by /key/info, pushed by /key/update
+    finally:
+        with session_scope() as session:
+            session.execute(text('DROP TABLE "LiteLLM_VerificationToken"'))

@@ -119,3 +119,43 @@ def test_two_workers_creating_one_new_account_at_the_same_instant_both_succeed()
         with ThreadPoolExecutor(2) as pool:
             created = [f.result() for f in [pool.submit(create) for _ in range(2)]]
         assert sorted(created) == [False, True]
+
+
+def test_a_batch_of_signups_makes_its_keys_several_at_a_time(proxy):
+    """One batch: one transaction, then the keys made concurrently (bounded by the pool of 8);
+    a bad event in the batch is refused on its own."""
+    from worker.credits.accounts import PROVISION_THREADS
+    from worker.credits.signup import apply_signup_batch
+
+    proxy.delays["/key/generate"] = 0.05  # long enough for requests to overlap
+    events = [{"user_id": f"batch-{n:02d}", "occurred_at": "2026-11-20T10:00:00Z"} for n in range(20)]
+    outcomes = apply_signup_batch([*events, {"user_id": "bad user!", "occurred_at": "2026-11-20T10:00:00Z"}])
+    assert outcomes[:20] == [None] * 20 and isinstance(outcomes[20], ValidationError)
+    assert proxy.requests == {"/key/generate": 20}
+    assert 1 < proxy.peak_in_flight["/key/generate"] <= PROVISION_THREADS
+    assert all(proxy.key_by_alias(f"test-batch-{n:02d}")["max_budget"] == 2.0 for n in range(20))
+
+
+def test_signups_and_payments_pushed_together_write_each_key_once(workers, proxy):
+    """A burst through a real worker, each user's signup queued just before its payment: the
+    worker takes payments first (schemas.routes.FIRST_QUEUES), so each key is made once, at 12."""
+    from sqlalchemy import func, select
+
+    from worker.models import Account
+    from worker.producer import publish_payment
+
+    users = [f"burst-{n:03d}" for n in range(60)]
+    for user in users:
+        publish_signup({"user_id": user, "occurred_at": "2026-11-20T10:00:00Z"})
+        publish_payment({"reference": f"p-{user}", "user_id": user, "amount_minor": 500, "currency": "USD",
+                         "paid_at": "2026-11-20T10:00:00Z"})
+    workers.start(concurrency=2)
+
+    def all_at_twelve() -> bool:
+        with session_scope() as session:
+            return session.execute(select(func.count()).where(Account.key_status == "active",
+                                                               Account.budget_pushed_usd == 12)).scalar_one() == 60
+
+    wait_for(all_at_twelve, 60, "every account active at 12")
+    assert all(proxy.key_by_alias(f"test-{u}")["max_budget"] == 12 for u in users)
+    assert proxy.requests == {"/key/generate": 60}

@@ -50,7 +50,7 @@ def test_two_real_workers_read_windows_in_parallel_and_debit_each_row_once(worke
         proxy.add_spend(ALICE if i % 2 else BOB, 0.001, now - timedelta(hours=2) + timedelta(seconds=2.3 * i))
     settings = {"SPEND_WINDOW_S": "60", "SPEND_PAGE_SIZE": "100"}  # 120 windows to share
     workers.start(queues="spend", concurrency=2, env=settings)  # waiting before the first is sent
-    workers.start(queues="spend", concurrency=2, beat=True,
+    workers.start(queues="spend,periodic", concurrency=2, beat=True,
                   env={**settings, "SPEND_SYNC_INTERVAL_S": "1", "RECONCILE_INTERVAL_S": "3600"})
     horizon = now - timedelta(seconds=get_settings().spend_settle_s)
     wait_for(lambda: stored() == rows and (position() or now - timedelta(days=1)) >= horizon, 180,

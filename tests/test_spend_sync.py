@@ -278,7 +278,7 @@ def test_beat_sends_spend_sync_to_a_real_worker(workers, proxy):
     account("alice", ALICE, created=now - timedelta(hours=1))
     for minutes in (5, 7, 9):
         proxy.add_spend(ALICE, 0.05, now - timedelta(minutes=minutes))
-    workers.start(queues="spend", beat=True,
+    workers.start(queues="spend,periodic", beat=True,
                   env={"SPEND_SYNC_INTERVAL_S": "1", "RECONCILE_INTERVAL_S": "3600"})
     wait_for(lambda: usage()[0] == 3, 60, "three usage debits from the beat-driven sync")
     assert usage() == (3, Decimal("0.15"))

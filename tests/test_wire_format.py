@@ -149,14 +149,17 @@ def test_hand_built_payment_signed_as_node_would(workers, proxy, redis_client):
     forged = {**PAYMENT, "reference": "ps-ref-2", "amount_minor": 2000, "signature": signed["signature"]}
 
     workers.start(env={"EVENT_SIGNING_SECRET": secret})
+    signed_signup = {**SIGNUP, "signature": hmac.new(secret.encode(), json.dumps(
+        sort_keys_deep(SIGNUP), separators=(",", ":"), ensure_ascii=False).encode(), hashlib.sha256).hexdigest()}
+    push(redis_client, "events.signup", hand_built("events.signup", signed_signup))  # the key is made by the signup
     push(redis_client, "events.payment", hand_built("events.payment", signed))
     push(redis_client, "events.payment", hand_built("events.payment", forged))
-    wait_for(lambda: credited("carol") == Decimal(10), 30, "the signed payment to be applied")
+    wait_for(lambda: credited("carol") == Decimal(12), 30, "the signed payment to be applied")
     wait_for(dead_letters, 30, "the forged payment to be dead-lettered")
     letters = dead_letters()
     assert len(letters) == 1 and letters[0].reason.startswith("bad signature")
     time.sleep(1)
-    assert credited("carol") == Decimal(10)
+    assert credited("carol") == Decimal(12)
 
 
 def test_hand_built_message_survives_a_killed_worker(workers, proxy, redis_client):

@@ -68,17 +68,17 @@ def make_app() -> Celery:
             "spend-sync": {
                 "task": "spend.sync",
                 "schedule": timedelta(seconds=s.spend_sync_interval_s),
-                "options": {"queue": "spend", "expires": s.spend_sync_interval_s},
+                "options": {"queue": ROUTES["spend.sync"], "expires": s.spend_sync_interval_s},
             },
             "reconcile": {
                 "task": "ops.reconcile",
                 "schedule": timedelta(seconds=s.reconcile_interval_s),
-                "options": {"queue": "spend", "expires": s.reconcile_interval_s},
+                "options": {"queue": ROUTES["ops.reconcile"], "expires": s.reconcile_interval_s},
             },
             "credit-expiry": {
                 "task": "ops.expire_credit",
                 "schedule": timedelta(seconds=s.credit_expiry_interval_s),
-                "options": {"queue": "spend", "expires": s.credit_expiry_interval_s},
+                "options": {"queue": ROUTES["ops.expire_credit"], "expires": s.credit_expiry_interval_s},
             },
         },
         timezone="UTC",

@@ -31,6 +31,7 @@ from worker.settings import get_settings
 log = logging.getLogger(__name__)
 _proxy_seconds: Histogram | None = None
 _proxy_errors: Counter | None = None
+_reconcile_key_errors: Counter | None = None
 
 
 class LedgerCollector(Collector):
@@ -91,13 +92,19 @@ def observe(endpoint: str, seconds: float, outcome: str) -> None:
         _proxy_errors.labels(endpoint).inc()
 
 
+def reconcile_key_error(check: str) -> None:
+    """One key reconcile could not check or repair (`check`: budget or spend); the run went on."""
+    if _reconcile_key_errors is not None:
+        _reconcile_key_errors.labels(check).inc()
+
+
 def prepare() -> str:
     """Main process, before the pool forks: a clean multiprocess directory and the proxy metrics
     (worker.app registers `observe` with the proxy client).
 
     A PROMETHEUS_MULTIPROC_DIR given by the operator must belong to this worker alone: it is
     emptied here, at every start."""
-    global _proxy_seconds, _proxy_errors
+    global _proxy_seconds, _proxy_errors, _reconcile_key_errors
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         directory = tempfile.mkdtemp(prefix="credits-metrics-")
@@ -113,6 +120,9 @@ def prepare() -> str:
                                ["endpoint"], registry=None)
     _proxy_errors = Counter("credits_proxy_request_errors", "Failed LiteLLM proxy requests by endpoint.",
                             ["endpoint"], registry=None)
+    _reconcile_key_errors = Counter("credits_reconcile_key_errors",
+                                    "Keys a reconcile run could not check or repair, by check.",
+                                    ["check"], registry=None)
     return directory
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from schemas.proxy import BulkUpdateResponse, GeneratedKey, KeyInfoResponse, SpendLogPage, redact_keys
+from schemas.proxy import BulkUpdateResponse, GeneratedKey, KeyInfoResponse, KeyListPage, SpendLogPage, redact_keys
 from worker.settings import get_settings
 
 
@@ -130,6 +130,19 @@ def generate_key(key: str, alias: str, user_id: str, max_budget: Decimal) -> Gen
 
 def key_info(key_or_hash: str) -> KeyInfoResponse:
     return KeyInfoResponse.model_validate(call("GET", "/key/info", params={"key": key_or_hash}))
+
+
+# The real proxy's largest /key/list page.
+KEY_LIST_MAX = 100
+
+
+def list_keys(alias_prefix: str, page: int, size: int = KEY_LIST_MAX) -> KeyListPage:
+    """One page of the keys whose alias contains `alias_prefix` (the proxy matches a substring,
+    case-insensitively: callers keep only the aliases that start with it), in alias order, which
+    is stable because aliases are unique."""
+    return KeyListPage.model_validate(call("GET", "/key/list", params={
+        "return_full_object": "true", "key_alias": alias_prefix, "substring_matching": "true",
+        "sort_by": "key_alias", "sort_order": "asc", "page": page, "size": size}))
 
 
 def set_max_budget(key_hash: str, max_budget: Decimal) -> None:

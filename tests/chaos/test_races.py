@@ -28,6 +28,7 @@ from tests.chaos.harness import (
 )
 from tests.conftest import TEST_ENV
 from tests.fixtures import wait_for
+from worker.db import Lock
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 DB = TEST_ENV["DATABASE_URL"]
@@ -83,7 +84,9 @@ def run_rounds(pool: Pool, chaos_proxy, broker, make_round) -> tuple[list[Event]
 
 def test_hundred_payments_for_one_account_across_four_workers(race_pool, chaos_proxy, broker):
     user = "hot@example.com"
-    events = [payment(user, f"hot-{i:03d}", (500, 1500, 2000)[i % 3]) for i in range(100)]
+    payments = [payment(user, f"hot-{i:03d}", (500, 1500, 2000)[i % 3]) for i in range(100)]
+    # With its signup, which makes the key (a payment before its signup makes none).
+    events = [signup(user), *payments]
     clock = Clock()
     publisher = Publisher(TEST_ENV["REDIS_URL"])
     publisher.simultaneous(events)
@@ -95,13 +98,13 @@ def test_hundred_payments_for_one_account_across_four_workers(race_pool, chaos_p
         "6a-races-one-account",
         title="Races: 100 payments for one account",
         command=command_for("tests/chaos/test_races.py::test_hundred_payments_for_one_account_across_four_workers"),
-        injects=f"100 payments for one new account pushed in one MULTI to {WORKERS} idle workers",
-        events_sent=100, messages_published=100, applied=verdict.applied, duplicated=verdict.duplicated,
+        injects=f"100 payments and the signup of one new account pushed in one MULTI to {WORKERS} idle workers",
+        events_sent=len(events), messages_published=len(events), applied=verdict.applied, duplicated=verdict.duplicated,
         lost=len(verdict.lost), dead_lettered=len(state.dead), drain_s=took,
         extra={"workers_that_took_part": workers_involved(race_pool, "hot-0"), "proxy_keys": len(state.budgets),
                "final_budget": str(state.budgets.get(state.accounts[user]["alias"]))},
     )
-    assert state.totals[user] == sum(Decimal(e.body["amount_minor"]) / 50 for e in events)  # credit 2x
+    assert state.totals[user] == 2 + sum(Decimal(e.body["amount_minor"]) / 50 for e in payments)  # credit 2x
     assert len(state.budgets) == 1
     assert not state.dead and verdict.exact, verdict.summary()
 
@@ -183,10 +186,17 @@ def test_two_beats_running_spend_sync_at_once(race_pool, chaos_proxy, broker, tm
 
     pool = Pool(tmp_path, race_pool.env)
     clock = Clock()
+    # The lock held here until a run has been turned away: a sync run takes milliseconds and the
+    # beat's queue is served first, so two beats' runs need not meet by themselves.
+    holder = psycopg.connect(plain_url(DB), autocommit=True)
+    assert holder.execute("SELECT pg_try_advisory_lock(%s)", (int(Lock.SPEND_SYNC),)).fetchone()[0]
     beats = [pool.spawn_beat(), pool.spawn_beat()]
     try:
         wait_for(lambda: all("Sending due task spend-sync" in p.read_text(errors="replace") for p in pool.logs),
                  60, "both beats to send spend.sync")
+        wait_for(lambda: any("spend sync skipped" in line for line in race_pool.log_lines()), 60,
+                 "a spend sync turned away by the lock")
+        holder.close()
         poll(lambda: (c := spend_counts())["stored"] == rows and c["position"] >= last, 180,
              "every spend row stored and the cursor past the last one")
         synced_at = clock()
@@ -194,6 +204,7 @@ def test_two_beats_running_spend_sync_at_once(race_pool, chaos_proxy, broker, tm
         runs_then = sum(spend_counts()["runs"].values())
         poll(lambda: sum(spend_counts()["runs"].values()) >= runs_then + 5, 60, "five more runs")
     finally:
+        holder.close()
         for beat in beats:
             pool.kill(beat)
     final = read_state(DB, chaos_proxy)

@@ -105,3 +105,26 @@ def test_a_request_cut_short_makes_no_key(target, request, sent):
 
 def _key_count() -> int:
     return client.call("GET", "/key/list", params={"page": 1, "size": 1})["total_count"]
+
+
+def test_key_list_pages_by_alias_substring_in_alias_order(target):
+    """What reconcile's bulk read relies on: key_alias with substring_matching is a contains
+    match (so the caller keeps the aliases that start with its prefix), sort_by=key_alias pages
+    in a stable order, and each full object carries token, max_budget and spend."""
+    prefix = f"contract-list-{uuid.uuid4().hex[:8]}-"
+    made = {}
+    for name in ("c", "a", "b"):
+        key = keys.new_key()
+        client.generate_key(key, prefix + name, "contract-user", Decimal("3"))
+        made[prefix + name] = keys.key_hash(key)
+    client.generate_key(keys.new_key(), "x" + prefix + "z", "contract-user", Decimal("3"))  # contains it
+    first, second = client.list_keys(prefix, 1, 2), client.list_keys(prefix, 2, 2)
+    assert first.total_count == 4 and first.total_pages == 2
+    listed = [k["key_alias"] for k in first.keys + second.keys]
+    assert listed == sorted(listed) and sorted(listed) == sorted([*made, "x" + prefix + "z"])
+    for raw in first.keys + second.keys:
+        if raw["key_alias"] in made:
+            assert raw["token"] == made[raw["key_alias"]] and Decimal(str(raw["max_budget"])) == 3
+            assert Decimal(str(raw["spend"])) == 0
+    if target == "real":
+        client.call("POST", "/key/delete", json={"key_aliases": [*made, "x" + prefix + "z"]})

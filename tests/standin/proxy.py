@@ -4,10 +4,12 @@ Rules kept (see ../shared/litellm-api.md): keys stored as sha256 tokens, unique 
 custom keys must start with sk-, absolute max_budget, the budget check before a call (the call
 that crosses still succeeds, the next gets 422), spend logs paged by offset newest first with
 inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10,000, and an
-unknown key in /key/bulk_update costing `bulk_unknown_s` (the real proxy retries its lookup with
+unknown key in /key/bulk_update costing `bulk_unknown_s`, a /key/list page holding a key whose
+spend is NaN failing whole (HTTP 500) (the real proxy retries its lookup with
 backoff: 0.8-2.6 s a key there).
 Faults for tests: `mode` = "ok" | "error" (HTTP 500) | "hang" (sleeps past client timeouts),
-`fail_after` = N (serve N more requests, then switch to mode "error"),
+`fail_after` = N (serve N more requests, then switch to mode "error"), `delays` = {path: seconds}
+(each request to that path takes that long, as a loaded proxy would),
 and `stop()`/`start()` to refuse connections on the same port.
 """
 
@@ -46,6 +48,9 @@ class StandInProxy:
         self.fail_after: int | None = None
         self.bulk_unknown_s = 1.0
         self.ignore_page = False  # a broken proxy: every page request gets page 1
+        self.delays: dict[str, float] = {}
+        self.delayed_in_flight: dict[str, int] = {}
+        self.peak_in_flight: dict[str, int] = {}  # most requests to a path served at once
         self.keys: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
         self.logs: list[tuple[float, str, dict[str, Any]]] = []  # sorted by (startTime, request_id)
@@ -95,6 +100,9 @@ class StandInProxy:
             self.fail_after = None
             self.bulk_unknown_s = 1.0
             self.ignore_page = False
+            self.delays.clear()
+            self.delayed_in_flight.clear()
+            self.peak_in_flight.clear()
             self.keys.clear()
             self.aliases.clear()
             self.logs.clear()
@@ -144,6 +152,13 @@ class StandInProxy:
                     self.fail_after -= 1
         if self.mode == "hang":
             time.sleep(self.hang_s)
+        if url.path in self.delays:
+            with self.lock:
+                now = self.delayed_in_flight[url.path] = self.delayed_in_flight.get(url.path, 0) + 1
+                self.peak_in_flight[url.path] = max(self.peak_in_flight.get(url.path, 0), now)
+            time.sleep(self.delays[url.path])
+            with self.lock:
+                self.delayed_in_flight[url.path] -= 1
         if self.mode == "error":
             return self._send(handler, 500, {"error": {"message": "internal error (injected)"}})
         auth = handler.headers.get("Authorization", "")
@@ -238,9 +253,24 @@ class StandInProxy:
         return 200, {"total_requested": len(items), "successful_updates": done, "failed_updates": failed}
 
     def _list(self, query: dict[str, str]) -> tuple[int, Any]:
+        # The real proxy's rules: size <= 100, key_alias exact unless substring_matching (then a
+        # case-insensitive contains), optional sort, offset paging.
+        page, size = int(query.get("page", 1)), int(query.get("size", 10))
+        if size > 100 or size < 1 or page < 1:
+            return 422, {"detail": "size must be between 1 and 100"}
         alias = query.get("key_alias")
-        found = [dict(k) for k in self.keys.values() if not alias or k["key_alias"] == alias]
-        return 200, {"keys": found, "total_count": len(found), "current_page": 1, "total_pages": 1}
+        if alias and query.get("substring_matching") == "true":
+            found = [k for k in self.keys.values() if alias.lower() in (k["key_alias"] or "").lower()]
+        else:
+            found = [k for k in self.keys.values() if not alias or k["key_alias"] == alias]
+        if query.get("sort_by") == "key_alias":
+            found.sort(key=lambda k: k["key_alias"] or "", reverse=query.get("sort_order") == "desc")
+        chosen = found[(page - 1) * size:page * size]
+        if any(k["spend"] != k["spend"] for k in chosen):  # NaN: the real proxy cannot serialise the page
+            return 500, {"error": {"message": 'Error converting field "spend" of expected non-nullable type "Float"'}}
+        keys = [dict(k) for k in chosen] if query.get("return_full_object") == "true" else [k["token"] for k in chosen]
+        return 200, {"keys": keys, "total_count": len(found), "current_page": page,
+                     "total_pages": -(-len(found) // size)}
 
     def _completion(self, bearer: str, body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
             return
         emit({"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
               "pending keys": len(report.pending), "spend mismatches": len(report.spend_mismatches),
+              "spend repaired": len(report.spend_repaired), "keys not checked": report.key_errors,
               "errors": len(report.errors)}, False, title="reconcile" + (" --fix" if fix else ""))
         if report.drifted:
             emit_table([vars(d) for d in report.drifted], "max_budget drift (proxy vs ledger)")

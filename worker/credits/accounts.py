@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from schemas.events import signup_key
 from worker import proxy
 from worker.credits import keys, ledger
 from worker.db import session_scope
@@ -18,6 +20,7 @@ from worker.errors import Rejected
 from worker.models import Account
 
 log = logging.getLogger(__name__)
+PROVISION_THREADS = 8  # /key/generate requests in flight at once, per sync_keys call
 
 
 def ensure_account(session: Session, user_id: str, email: str | None = None) -> bool:
@@ -47,22 +50,27 @@ def ensure_account(session: Session, user_id: str, email: str | None = None) -> 
     return created
 
 
-def sync_key(user_id: str) -> Decimal | None:
+def sync_key(user_id: str, provision_unsigned: bool = True) -> Decimal | None:
     """Make the proxy hold the ledger's credited total for this user's key; returns what it holds
     now (None without an active key), or raises why the push failed."""
-    held, failed = sync_keys([user_id])
+    held, failed = sync_keys([user_id], provision_unsigned)
     if user_id in failed:
         raise failed[user_id]
     return held.get(user_id)
 
 
-def sync_keys(user_ids: Iterable[str]) -> tuple[dict[str, Decimal | None], dict[str, Exception]]:
-    """sync_key for many accounts at once: pushes that change something go out as one request.
+def sync_keys(user_ids: Iterable[str], provision_unsigned: bool = True
+              ) -> tuple[dict[str, Decimal | None], dict[str, Exception]]:
+    """sync_key for many accounts at once: pushes that change something go out as one request,
+    and keys still to be made are made PROVISION_THREADS at a time.
 
     Each account row stays locked from reading its total until the push is recorded, so two
     workers can never push one key's totals out of order; rows are locked in user id order, so
-    two batches cannot deadlock. Returns (what each key now holds, why each failed push failed):
-    a failed push is recorded as the account's push_error and left for the retry.
+    two batches cannot deadlock. With provision_unsigned=False (payments), an account whose
+    signup has not been applied yet gets no key now: its signup makes it, at a total that already
+    holds the payment, so the key is written once (reconcile makes it if no signup ever comes).
+    Returns (what each key now holds, why each failed push failed): a failed push is recorded
+    as the account's push_error and left for the retry.
     """
     ids = sorted(set(user_ids))
     held: dict[str, Decimal | None] = {}
@@ -75,18 +83,17 @@ def sync_keys(user_ids: Iterable[str]) -> tuple[dict[str, Decimal | None], dict[
         # still reads with the snapshot it started with, so a total summed in the locking
         # statement can miss a refund committed while it waited, and push a stale, larger budget.
         totals = ledger.credited_totals(session, [a.user_id for a in accounts])
-        changed = {}
-        for account in accounts:
-            total = totals[account.user_id]
-            if account.key_status == "pending":
-                try:
-                    _provision(account, total)
-                except (proxy.ProxyError, Rejected) as exc:
-                    failed[account.user_id] = exc
-            elif account.key_status == "active" and account.budget_pushed_usd != total:
-                changed[account.key_hash] = account
-            elif account.key_status == "failed":
-                held[account.user_id] = None
+        pending = [a for a in accounts if a.key_status == "pending"]
+        if pending and not provision_unsigned:
+            signed = ledger.owners(session, [signup_key(a.user_id) for a in pending])
+            for account in pending:
+                if signup_key(account.user_id) not in signed:
+                    held[account.user_id] = None
+            pending = [a for a in pending if a.user_id not in held]
+        failed.update(_provision_all(pending, totals))
+        changed = {a.key_hash: a for a in accounts
+                   if a.key_status == "active" and a not in pending and a.budget_pushed_usd != totals[a.user_id]}
+        held.update({a.user_id: None for a in accounts if a.key_status == "failed"})
         failed.update(_push(changed, totals))
         now = datetime.now(UTC)
         for account in accounts:
@@ -96,6 +103,26 @@ def sync_keys(user_ids: Iterable[str]) -> tuple[dict[str, Decimal | None], dict[
                 held[account.user_id] = account.budget_pushed_usd = totals[account.user_id]
                 account.budget_pushed_at, account.push_error = now, None
     return held, failed
+
+
+def _provision_all(accounts: list[Account], totals: dict[str, Decimal]) -> dict[str, Exception]:
+    """Make these keys, several requests at once (the proxy serves them in parallel); the rows
+    are changed here, in the session's thread. Failures by user id."""
+    jobs = [(keys.decrypt(a.key_encrypted), a.key_alias, a.user_id, a.key_hash, totals[a.user_id]) for a in accounts]
+    if len(jobs) > 1:
+        proxy.client()  # made once, here, not by several threads at once
+        with ThreadPoolExecutor(min(PROVISION_THREADS, len(jobs))) as pool:
+            outcomes = list(pool.map(lambda job: _provision(*job), jobs))
+    else:
+        outcomes = [_provision(*job) for job in jobs]
+    failed = {}
+    for account, outcome in zip(accounts, outcomes, strict=True):
+        if outcome is None:
+            account.key_status = "active"
+            log.info("key provisioned", extra={"user_id": account.user_id, "max_budget": str(totals[account.user_id])})
+        else:
+            failed[account.user_id] = outcome
+    return failed
 
 
 def _push(changed: dict[str, Account], totals: dict[str, Decimal]) -> dict[str, Exception]:
@@ -116,21 +143,23 @@ def _push(changed: dict[str, Account], totals: dict[str, Decimal]) -> dict[str, 
     return {changed[h].user_id: exc for h, exc in refused.items()}
 
 
-def _provision(account: Account, total: Decimal) -> None:
-    key = keys.decrypt(account.key_encrypted)
+def _provision(key: str, alias: str, user_id: str, key_hash: str, total: Decimal) -> Exception | None:
+    """Make one key at `total`; returns why it could not be made, or None."""
     try:
-        proxy.generate_key(key, account.key_alias, account.user_id, total)
-    except proxy.PermanentProxyError as exc:
-        if "already exists" not in str(exc):
-            raise
-        # A retry after we generated it but died before committing: check it is ours.
         try:
-            info = proxy.key_info(account.key_hash).info
-        except proxy.PermanentProxyError:
-            raise Rejected(f"key alias {account.key_alias!r} is taken on the proxy by another key") from None
-        if info.key_alias != account.key_alias:
-            raise
-        if info.max_budget != total:
-            proxy.set_max_budget(account.key_hash, total)
-    account.key_status = "active"
-    log.info("key provisioned", extra={"user_id": account.user_id, "max_budget": str(total)})
+            proxy.generate_key(key, alias, user_id, total)
+        except proxy.PermanentProxyError as exc:
+            if "already exists" not in str(exc):
+                raise
+            # A retry after we generated it but died before committing: check it is ours.
+            try:
+                info = proxy.key_info(key_hash).info
+            except proxy.PermanentProxyError:
+                raise Rejected(f"key alias {alias!r} is taken on the proxy by another key") from None
+            if info.key_alias != alias:
+                raise
+            if info.max_budget != total:
+                proxy.set_max_budget(key_hash, total)
+    except (proxy.ProxyError, Rejected) as exc:
+        return exc
+    return None

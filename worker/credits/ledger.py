@@ -78,6 +78,15 @@ def credited_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]
     return {user_id: Decimal(totals.get(user_id) or 0) for user_id in user_ids}
 
 
+def spent_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]:
+    """Usage debited from each account, in one statement, from the running totals (migration
+    0009, audited against the ledger): one row an account, whatever its history."""
+    totals = dict(session.execute(
+        text("SELECT user_id, spent_usd FROM account_totals WHERE user_id = ANY(:ids)"), {"ids": list(user_ids)}
+    ).all())
+    return {user_id: Decimal(totals.get(user_id) or 0) for user_id in user_ids}
+
+
 def credited_total(session: Session, user_id: str) -> Decimal:
     return credited_totals(session, [user_id])[user_id]
 

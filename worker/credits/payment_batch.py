@@ -53,7 +53,8 @@ def apply_payment_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception 
         outcomes[i] = no
     users = {e.user_id for e in applied.values()}
     try:
-        _, failed = sync_keys(users)
+        # A payment before its signup makes no key: the signup makes it, once, at the full total.
+        _, failed = sync_keys(users, provision_unsigned=False)
     except Exception as exc:
         failed = dict.fromkeys(users, exc)
     if rearm:

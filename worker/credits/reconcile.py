@@ -2,54 +2,34 @@
 
 The ledger is the truth: a key's max_budget must equal the account's credited total. Drift
 comes from lost pushes, hand edits on the proxy, or the proxy writing a stale cached key back
-(BerriAI/litellm#25553). Spend is compared too: where the proxy's is higher than the ledger's
-(a row filed beyond the spend sync's verification horizon), the key's missing rows are read
-and debited (worker.spend.repair) with fix=True, and only what is left is reported.
+(BerriAI/litellm#25553). Keys are read in bulk (worker.credits.key_sources), compared a page at a
+time (budget_check, spend_check); accounts whose key the listing did not show (deleted on the
+proxy, made while the listing was paged, never provisioned) are then checked one by one. A key
+that cannot be checked is recorded and the run goes on; only a proxy that is down stops it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+import psycopg
+from sqlalchemy import select
 
 from worker import proxy
-from worker.credits import audit, ledger
+from worker.credits import audit, budget_check, key_sources, ledger
 from worker.credits.accounts import sync_key
+from worker.credits.key_sources import BadKey, PageFailed
+from worker.credits.reconcile_report import Drift, Report, differs, log_report
+from worker.credits.spend_check import SpendSeen, check_spend
 from worker.db import Lock, exclusive, session_scope
 from worker.errors import Rejected
 from worker.models import Account
 from worker.settings import get_settings
-from worker.spend.repair import repair_key, unsynced_explains
 
+__all__ = ["Drift", "Report", "log_report", "reconcile", "reconcile_alone"]
 log = logging.getLogger(__name__)
-TOLERANCE = Decimal("1e-6")
-BATCH = 500
-# A proxy that fails this many accounts in a row is down: stop instead of timing out on each.
-MAX_CONSECUTIVE_FAILURES = 5
-
-
-@dataclass(frozen=True)
-class Drift:
-    user_id: str
-    proxy: Decimal | None
-    ledger: Decimal
-
-
-@dataclass
-class Report:
-    checked: int = 0
-    drifted: list[Drift] = field(default_factory=list)
-    fixed: int = 0
-    pending: list[str] = field(default_factory=list)
-    spend_mismatches: list[Drift] = field(default_factory=list)
-    spend_repaired: list[str] = field(default_factory=list)  # accounts whose missing usage was debited
-    errors: list[str] = field(default_factory=list)
-    ledger_audit: audit.AuditReport | None = None  # running totals of a slice of accounts vs the ledger
+ACCOUNTS_BATCH = 5000
+CONFIRM_CHUNK = 50  # accounts whose rows one confirmation holds locked while it reads their keys
 
 
 def reconcile_alone(fix: bool) -> Report | None:
@@ -65,105 +45,86 @@ def reconcile_alone(fix: bool) -> Report | None:
         return report
 
 
-def log_report(report: Report) -> None:
-    summary = {"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
-               "pending": len(report.pending), "spend_mismatches": len(report.spend_mismatches),
-               "spend_repaired": len(report.spend_repaired),
-               "errors": len(report.errors)}
-    level = logging.WARNING if report.drifted or report.spend_mismatches or report.errors else logging.INFO
-    log.log(level, "reconcile: %s", " ".join(f"{k}={v}" for k, v in summary.items()), extra=summary)
-    for drift in report.drifted:
-        log.warning("budget drift fixed", extra={"user_id": drift.user_id, "proxy": str(drift.proxy),
-                                                 "ledger": str(drift.ledger)})
-    for mismatch in report.spend_mismatches:
-        log.warning("spend differs", extra={"user_id": mismatch.user_id, "proxy": str(mismatch.proxy),
-                                            "ledger": str(mismatch.ledger)})
-    for error in report.errors:
-        log.warning("reconcile error: %s", error)
-    if report.ledger_audit is not None:
-        audit.log_report(report.ledger_audit)
-
-
-def reconcile(fix: bool = False, batch: int = BATCH) -> Report:
-    """One pass over all accounts with a key, `batch` at a time by user_id (keyset paging)."""
+def reconcile(fix: bool = False, page_size: int = proxy.KEY_LIST_MAX) -> Report:
+    """One pass over every key with our alias prefix, then over the accounts not seen in it."""
     report = Report()
-    after, failures = "", 0
-    while failures < MAX_CONSECUTIVE_FAILURES:
-        with session_scope() as session:
-            page = session.execute(
-                select(Account.user_id, Account.key_status)
-                .where(Account.user_id > after, Account.key_status.in_(("active", "pending")))
-                .order_by(Account.user_id).limit(batch)
-            ).all()
-        if not page:
-            return report
-        for user_id, status in page:
-            report.checked += 1
-            try:
-                if status == "pending":
-                    _pending(user_id, fix, report)
-                else:
-                    _check(user_id, fix, report)
-                failures = 0
-            except (proxy.ProxyError, Rejected) as exc:
-                report.errors.append(f"{user_id}: {exc}")
-                failures = failures + 1 if isinstance(exc, proxy.TransientProxyError) else 0
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    report.errors.append(f"stopped after {failures} proxy failures in a row; "
-                                         "accounts after this one were not checked")
-                    break
-        after = page[-1].user_id
+    seen: set[str] = set()
+    pushes: list[str] = []  # drift confirmed, pushed a bulk request at a time
+    try:
+        for page in key_sources.listed_keys(page_size):
+            if isinstance(page, PageFailed):
+                report.errors.append(f"key listing page {page.number} could not be read ({page.reason}); "
+                                     "its keys are checked one by one")
+                continue
+            for bad in (k for k in page if isinstance(k, BadKey)):
+                report.key_error(bad.key_alias or bad.token or "?", bad.reason, "budget")
+            seen.update(k.token for k in page if k.token)
+            _compare(page, fix, report, pushes)
+        _unseen(seen, fix, report, pushes)
+    except (proxy.ProxyError, psycopg.Error, budget_check.ProxyDown) as exc:
+        report.run_error(f"{exc}; the keys after this point were not compared")
+    finally:
+        budget_check.push(pushes, report)
     return report
+
+
+def _confirm(user_ids: list[str], fix: bool, report: Report, pushes: list[str]) -> dict:
+    read, to_push = budget_check.confirm(user_ids, fix, report)
+    pushes.extend(to_push)
+    if len(pushes) >= proxy.BULK_UPDATE_CHUNK:
+        budget_check.push(pushes[:], report)
+        pushes.clear()
+    return read
+
+
+def _compare(page: list, fix: bool, report: Report, pushes: list[str]) -> None:
+    compared = budget_check.compare_page([k for k in page if not isinstance(k, BadKey)])
+    report.checked += len(compared)
+    drifted = [c.user_id for c in compared if differs(c.proxy_budget, c.credited)]
+    if drifted:
+        _confirm(drifted, fix, report, pushes)
+    check_spend([SpendSeen(c.user_id, c.key_hash, c.created_at, c.proxy_spend, c.spent) for c in compared],
+                fix, report)
+
+
+def _unseen(seen: set[str], fix: bool, report: Report, pushes: list[str]) -> None:
+    after = ""
+    while True:
+        with session_scope() as session:
+            batch = session.execute(
+                select(Account.user_id, Account.key_hash, Account.key_status, Account.created_at)
+                .where(Account.user_id > after, Account.key_status.in_(("active", "pending")))
+                .order_by(Account.user_id).limit(ACCOUNTS_BATCH)
+            ).all()
+        if not batch:
+            return
+        pending = [a for a in batch if a.key_status == "pending"]
+        missing = [a for a in batch if a.key_status == "active" and a.key_hash not in seen]
+        for account in pending:
+            _pending(account.user_id, fix, report)
+        for start in range(0, len(missing), CONFIRM_CHUNK):
+            _check_alone(missing[start:start + CONFIRM_CHUNK], fix, report, pushes)
+        after = batch[-1].user_id
+
+
+def _check_alone(accounts: list, fix: bool, report: Report, pushes: list[str]) -> None:
+    """Accounts the listing did not show: their keys read one by one (/key/info)."""
+    report.checked += len(accounts)
+    read = _confirm([a.user_id for a in accounts], fix, report, pushes)
+    with session_scope() as session:
+        spent = ledger.spent_totals(session, [a.user_id for a in accounts])
+    check_spend([SpendSeen(a.user_id, a.key_hash, a.created_at, read[a.user_id].spend, spent[a.user_id])
+                 for a in accounts if a.user_id in read], fix, report)
 
 
 def _pending(user_id: str, fix: bool, report: Report) -> None:
     """A key never provisioned (its signup or payment task is still retrying, or was lost)."""
+    report.checked += 1
     report.pending.append(user_id)
-    if fix and sync_key(user_id) is not None:
-        report.fixed += 1
-
-
-def _check(user_id: str, fix: bool, report: Report) -> None:
-    with session_scope() as session:
-        # Locked (shared when only reading) so an in-flight sync_key push, which holds the row
-        # for update, finishes first: the ledger and the proxy are then read at rest.
-        account = session.execute(
-            select(Account).where(Account.user_id == user_id, Account.key_status == "active")
-            .with_for_update(read=not fix)
-        ).scalar_one_or_none()
-        if account is None:  # changed since the page was read
-            return
-        credited = ledger.credited_total(session, user_id)
-        spent = _spent(session, user_id)
-        info = proxy.key_info(account.key_hash).info
-        if info.status == "deleted":
-            raise Rejected("the key is deleted on the proxy; it needs a new key, not a budget")
-        spend_differs = (abs(info.spend - spent) > TOLERANCE
-                         and not unsynced_explains(session, account.key_hash, info.spend))
-        key_hash, created = account.key_hash, account.created_at
-        drifted = info.max_budget is None or abs(info.max_budget - credited) > TOLERANCE
-        if drifted:
-            report.drifted.append(Drift(user_id, info.max_budget, credited))
-        if drifted and fix:
-            # Forget what we believe we pushed, so sync_key pushes again (under its own lock,
-            # taken after this commit) whatever the ledger holds by then.
-            account.budget_pushed_usd = None
-    if spend_differs and fix and info.spend > spent:
-        # After the commit: the repair's debits need the account row this check held.
-        if repair_key(user_id, key_hash, created, datetime.now(UTC)).debited:
-            report.spend_repaired.append(user_id)
-        with session_scope() as session:
-            spent = _spent(session, user_id)
-        spend_differs = abs(info.spend - spent) > TOLERANCE
-    if spend_differs:
-        report.spend_mismatches.append(Drift(user_id, info.spend, spent))
-    if drifted and fix:
-        sync_key(user_id)
-        report.fixed += 1
-
-
-def _spent(session: Session, user_id: str) -> Decimal:
-    """The account's usage, from its running totals (audited against the ledger)."""
-    return Decimal(session.execute(
-        text("SELECT coalesce(sum(spent_usd), 0) FROM account_totals WHERE user_id = :u"), {"u": user_id}
-    ).scalar_one())
+    if not fix:
+        return
+    try:
+        if sync_key(user_id) is not None:
+            report.fixed += 1
+    except (proxy.ProxyError, Rejected) as exc:
+        report.key_error(user_id, exc, "budget")

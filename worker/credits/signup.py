@@ -1,14 +1,26 @@
-"""A signup: the account (with its key still to be made on the proxy) and its starting grant."""
+"""Signups: the account (with its key still to be made on the proxy) and its starting grant.
+
+Signups that queue up are applied a batch at a time (worker.delivery.batching), as payments are:
+one transaction for the accounts and grants, then their keys made several at a time
+(accounts.sync_keys), each at the credited total the ledger holds by then, so a payment applied
+before its signup is in the key's first max_budget and needs no second write.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from schemas.events import SignupEvent
+from worker import signing
 from worker.credits import ledger
-from worker.credits.accounts import ensure_account
+from worker.credits.accounts import ensure_account, sync_keys
+from worker.db import session_scope
+from worker.errors import Rejected
 from worker.settings import get_settings
 
 
@@ -23,3 +35,34 @@ def apply_signup(session: Session, event: SignupEvent) -> bool:
         credit=get_settings().signup_credit_usd, occurred_at=event.occurred_at,
         expires_at=event.occurred_at + timedelta(days=days) if days else None,
     )
+
+
+def apply_signup_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception | None]:
+    """Apply each signup, then make (or bring up to date) each user's key. Returns, per event,
+    None when it is done or the exception that stopped it (bad input, or a fault to retry)."""
+    outcomes: list[Exception | None] = [None] * len(raw_events)
+    parsed: dict[int, SignupEvent] = {}
+    for i, raw in enumerate(raw_events):
+        try:
+            event = SignupEvent.model_validate(raw)
+            signing.check_signup(raw)
+            parsed[i] = event
+        except (ValidationError, Rejected) as exc:
+            outcomes[i] = exc
+    if not parsed:
+        return outcomes
+    try:
+        with session_scope() as session:
+            # In user id order: two batches then take their row locks in one order.
+            for event in sorted(parsed.values(), key=lambda e: e.user_id):
+                apply_signup(session, event)
+    except Exception as exc:  # the whole transaction rolled back: every event retries or fails
+        return [outcome if i not in parsed else exc for i, outcome in enumerate(outcomes)]
+    users = {event.user_id for event in parsed.values()}
+    try:
+        _, failed = sync_keys(users)
+    except Exception as exc:
+        failed = dict.fromkeys(users, exc)
+    for i, event in parsed.items():
+        outcomes[i] = failed.get(event.user_id)
+    return outcomes

@@ -26,6 +26,7 @@ from typing import Any
 from kombu.transport import redis
 from kombu.utils.encoding import bytes_to_str
 
+from schemas.routes import FIRST_QUEUES
 from worker.delivery import dead_letters, reservations
 from worker.delivery.envelope import as_taken, envelope, task_queue
 from worker.delivery.unacked import QoS
@@ -42,6 +43,10 @@ def _dead_letter(queue: str, raw: bytes | str, reason: str) -> bool:
     except Exception:  # the database is down: the item stays recorded, and comes back
         log.exception("could not dead-letter an item from %s (%s): %r", queue, reason, raw[:4096])
         return False
+
+
+def _preference(queue: str) -> int:
+    return FIRST_QUEUES.index(queue) if queue in FIRST_QUEUES else len(FIRST_QUEUES)
 
 
 class Channel(redis.Channel):
@@ -91,7 +96,9 @@ class Channel(redis.Channel):
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         if self._take_next:
             self._sent = "EVAL"
-            args = ["EVAL", *self._take_args(queues)]
+            # FIRST_QUEUES first, in their order, the others in kombu's rotation: a periodic job
+            # waiting is the next message taken, however many events are queued ahead of it.
+            args = ["EVAL", *self._take_args(sorted(queues, key=_preference))]
         else:
             # Block on one queue at a time (rotating), a share of the usual BRPOP timeout, so a
             # message on any other queue waits at most that long for the next take.

@@ -1,0 +1,133 @@
+"""Our keys as the proxy holds them, a page at a time: what reconcile compares with the ledger.
+
+From the admin API, /key/list pages of 100 full key objects filtered to our alias prefix, in
+alias order, a few pages fetched ahead in parallel (about 870 keys/s from one connection on the
+real proxy; /key/info per key manages about 33). With LITELLM_DATABASE_URL set (the spend sync's
+direct source: a read-only role on the proxy's database), "LiteLLM_VerificationToken" is read
+instead, by keyset on key_alias, 1,000 rows a query. Each key is validated on its own: one that
+cannot be read (a NaN spend, a missing token) comes out as a BadKey, the rest of its page intact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from schemas.proxy import KeyListPage, ListedKey
+from worker import proxy
+from worker.settings import get_settings
+
+AHEAD = 4  # pages in flight at once: the proxy answers several requests in parallel
+DB_BATCH = 1000
+PAGE_ATTEMPTS = 3
+MAX_FAILED_PAGES = 3  # in a row: the proxy is down, not one page of it
+_QUERY = ('SELECT token, key_alias, max_budget, spend FROM "LiteLLM_VerificationToken" '
+          "WHERE key_alias LIKE %s ESCAPE '\\' AND key_alias > %s ORDER BY key_alias LIMIT %s")
+_conn: tuple[int, psycopg.Connection] | None = None
+
+
+@dataclass(frozen=True)
+class BadKey:
+    token: str | None
+    key_alias: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class PageFailed:
+    number: int
+    reason: str
+
+
+Page = list[ListedKey | BadKey]
+
+
+def listed_keys(page_size: int = proxy.KEY_LIST_MAX) -> Iterator[Page | PageFailed]:
+    """Every key whose alias starts with KEY_ALIAS_PREFIX, a page at a time, in alias order."""
+    if get_settings().litellm_database_url:
+        yield from _from_database(max(page_size, DB_BATCH))
+    else:
+        yield from _from_proxy(page_size)
+
+
+def _read(raw: Any, prefix: str) -> ListedKey | BadKey | None:
+    alias = raw.get("key_alias") if isinstance(raw, dict) else None
+    if not isinstance(alias, str) or not alias.startswith(prefix):
+        return None  # the proxy's filter is a substring match: another owner's key
+    try:
+        return ListedKey.model_validate(raw)
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        token = raw.get("token")
+        return BadKey(token if isinstance(token, str) else None, alias, f"unreadable key: {reason}"[:500])
+
+
+def _fetch(prefix: str, number: int, size: int) -> KeyListPage:
+    for attempt in range(PAGE_ATTEMPTS - 1):
+        try:
+            return proxy.list_keys(prefix, number, size)
+        except proxy.TransientProxyError:
+            time.sleep(0.5 * 2 ** attempt)
+    return proxy.list_keys(prefix, number, size)
+
+
+def _keys(answer: KeyListPage, prefix: str) -> Page:
+    return [key for raw in answer.keys if (key := _read(raw, prefix)) is not None]
+
+
+def _from_proxy(size: int) -> Iterator[Page | PageFailed]:
+    """Pages in order, AHEAD in flight. The real proxy fails a whole page over one key it cannot
+    serialise (a NaN spend): such a page is reported and its keys left to reconcile's
+    one-by-one pass; only MAX_FAILED_PAGES failures in a row mean the proxy is down."""
+    prefix = get_settings().key_alias_prefix
+    failures, number, total = 0, 1, None
+    with ThreadPoolExecutor(AHEAD) as pool:
+        pending: list[tuple[int, Future[KeyListPage]]] = []
+        while pending or total is None or number <= total:
+            # Until one page has told the page count, one page at a time.
+            while number <= (total or number) and len(pending) < (AHEAD if total else 1):
+                pending.append((number, pool.submit(_fetch, prefix, number, size)))
+                number += 1
+            page_number, future = pending.pop(0)
+            try:
+                answer = future.result()
+            except proxy.ProxyError as exc:
+                failures += 1
+                if failures >= MAX_FAILED_PAGES:
+                    raise
+                yield PageFailed(page_number, str(exc))
+                continue
+            failures, total = 0, answer.total_pages
+            # Offset paging: a key made meanwhile can shift the others by one, so a key may come
+            # twice (compared twice, harmless) or not at all (then it is checked on its own).
+            yield _keys(answer, prefix)
+
+
+def _connection() -> psycopg.Connection:
+    global _conn
+    if _conn is None or _conn[0] != os.getpid() or _conn[1].closed:  # a forked child opens its own
+        url = (get_settings().litellm_database_url or "").replace("postgresql+psycopg://", "postgresql://")
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn.execute("SET default_transaction_read_only = on")
+        _conn = (os.getpid(), conn)
+    return _conn[1]
+
+
+def _from_database(size: int) -> Iterator[Page]:
+    prefix = get_settings().key_alias_prefix
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    after = ""
+    while True:
+        rows = _connection().execute(_QUERY, (pattern, after, size)).fetchall()
+        if not rows:
+            return
+        raw = [{"token": t, "key_alias": a, "max_budget": m, "spend": s} for t, a, m, s in rows]
+        yield [key for r in raw if (key := _read(r, prefix)) is not None]
+        after = rows[-1][1]
