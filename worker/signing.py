@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from schemas.events import signature_problem
 from worker.errors import Rejected
@@ -68,3 +71,22 @@ def check_signup(event: dict[str, Any]) -> None:
     problem = verify(event, s.event_signing_secret.get_secret_value(), SIGNUPS_SIGNED)
     if problem:
         raise Rejected(problem)
+
+
+Event = TypeVar("Event", bound=BaseModel)
+
+
+def parse_signed(raw_events: Sequence[dict[str, Any]], model: type[Event], check_one: Callable[[dict[str, Any]], None]
+                 ) -> tuple[list[Exception | None], dict[int, Event]]:
+    """A batch's events validated and their signatures checked: (per event the reason it is
+    refused, or None), and the accepted ones by their place in the batch."""
+    outcomes: list[Exception | None] = [None] * len(raw_events)
+    parsed: dict[int, Event] = {}
+    for i, raw in enumerate(raw_events):
+        try:
+            event = model.model_validate(raw)
+            check_one(raw)
+            parsed[i] = event
+        except (ValidationError, Rejected) as exc:
+            outcomes[i] = exc
+    return outcomes, parsed

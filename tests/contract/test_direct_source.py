@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from worker import proxy as client
+from worker import proxy_db
 from worker.credits.ledger import money
 from worker.settings import get_settings
 from worker.spend import direct
@@ -69,11 +70,11 @@ def real(monkeypatch: pytest.MonkeyPatch) -> Iterator[psycopg.Connection]:
     monkeypatch.setenv("LITELLM_DATABASE_URL", REAL_DB)
     get_settings.cache_clear()
     client.reset_client()
-    direct.reset()
+    proxy_db.reset()
     with psycopg.connect(REAL_DB, autocommit=True) as conn:
         yield conn
         conn.execute('DELETE FROM "LiteLLM_SpendLogs" WHERE request_id LIKE %s', (PREFIX + "%",))
-    direct.reset()
+    proxy_db.reset()
     client.reset_client()
     get_settings.cache_clear()
 

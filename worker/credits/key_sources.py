@@ -10,18 +10,16 @@ cannot be read (a NaN spend, a missing token) comes out as a BadKey, the rest of
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from pydantic import ValidationError
 
 from schemas.proxy import KeyListPage, ListedKey
-from worker import proxy
+from worker import proxy, proxy_db
 from worker.settings import get_settings
 
 AHEAD = 4  # pages in flight at once: the proxy answers several requests in parallel
@@ -30,7 +28,6 @@ PAGE_ATTEMPTS = 3
 MAX_FAILED_PAGES = 3  # in a row: the proxy is down, not one page of it
 _QUERY = ('SELECT token, key_alias, max_budget, spend FROM "LiteLLM_VerificationToken" '
           "WHERE key_alias LIKE %s ESCAPE '\\' AND key_alias > %s ORDER BY key_alias LIMIT %s")
-_conn: tuple[int, psycopg.Connection] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,22 +107,12 @@ def _from_proxy(size: int) -> Iterator[Page | PageFailed]:
             yield _keys(answer, prefix)
 
 
-def _connection() -> psycopg.Connection:
-    global _conn
-    if _conn is None or _conn[0] != os.getpid() or _conn[1].closed:  # a forked child opens its own
-        url = (get_settings().litellm_database_url or "").replace("postgresql+psycopg://", "postgresql://")
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        conn.execute("SET default_transaction_read_only = on")
-        _conn = (os.getpid(), conn)
-    return _conn[1]
-
-
 def _from_database(size: int) -> Iterator[Page]:
     prefix = get_settings().key_alias_prefix
     pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     after = ""
     while True:
-        rows = _connection().execute(_QUERY, (pattern, after, size)).fetchall()
+        rows = proxy_db.connection().execute(_QUERY, (pattern, after, size)).fetchall()
         if not rows:
             return
         raw = [{"token": t, "key_alias": a, "max_budget": m, "spend": s} for t, a, m, s in rows]

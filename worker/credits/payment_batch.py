@@ -10,15 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from schemas.events import PaymentEvent
 from worker import signing
 from worker.alerts.checks import check_alerts, credit_may_rearm
 from worker.credits.accounts import sync_keys
 from worker.credits.payments import apply_payments
 from worker.db import session_scope
-from worker.errors import Rejected
 
 
 def apply_payment_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception | None]:
@@ -29,15 +26,7 @@ def apply_payment_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception 
     Ledger entries commit before any push, so a failed push never loses a payment's credit:
     the retry finds the entry, writes nothing, and pushes again.
     """
-    outcomes: list[Exception | None] = [None] * len(raw_events)
-    parsed: dict[int, PaymentEvent] = {}
-    for i, raw in enumerate(raw_events):
-        try:
-            event = PaymentEvent.model_validate(raw)
-            signing.check(raw)
-            parsed[i] = event
-        except (ValidationError, Rejected) as exc:
-            outcomes[i] = exc
+    outcomes, parsed = signing.parse_signed(raw_events, PaymentEvent, signing.check)
     if not parsed:
         return outcomes
     try:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from schemas.events import SignupEvent
@@ -20,7 +19,6 @@ from worker import signing
 from worker.credits import ledger
 from worker.credits.accounts import ensure_account, sync_keys
 from worker.db import session_scope
-from worker.errors import Rejected
 from worker.settings import get_settings
 
 
@@ -40,15 +38,7 @@ def apply_signup(session: Session, event: SignupEvent) -> bool:
 def apply_signup_batch(raw_events: Sequence[dict[str, Any]]) -> list[Exception | None]:
     """Apply each signup, then make (or bring up to date) each user's key. Returns, per event,
     None when it is done or the exception that stopped it (bad input, or a fault to retry)."""
-    outcomes: list[Exception | None] = [None] * len(raw_events)
-    parsed: dict[int, SignupEvent] = {}
-    for i, raw in enumerate(raw_events):
-        try:
-            event = SignupEvent.model_validate(raw)
-            signing.check_signup(raw)
-            parsed[i] = event
-        except (ValidationError, Rejected) as exc:
-            outcomes[i] = exc
+    outcomes, parsed = signing.parse_signed(raw_events, SignupEvent, signing.check_signup)
     if not parsed:
         return outcomes
     try:

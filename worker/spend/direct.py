@@ -11,13 +11,10 @@ change in LiteLLM fails a test, not production.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import psycopg
-
-from worker.settings import get_settings
+from worker import proxy_db
 from worker.spend import rows
 from worker.spend.windows import Window
 
@@ -29,17 +26,6 @@ _FIRST = (f'SELECT {_COLUMNS} FROM "LiteLLM_SpendLogs" WHERE "startTime" >= %s A
           'ORDER BY "startTime", request_id LIMIT %s')
 _NEXT = (f'SELECT {_COLUMNS} FROM "LiteLLM_SpendLogs" WHERE ("startTime", request_id) > (%s, %s) '
          'AND "startTime" <= %s ORDER BY "startTime", request_id LIMIT %s')
-_conn: tuple[int, psycopg.Connection] | None = None
-
-
-def _connection() -> psycopg.Connection:
-    global _conn
-    if _conn is None or _conn[0] != os.getpid() or _conn[1].closed:  # a forked child opens its own
-        url = (get_settings().litellm_database_url or "").replace("postgresql+psycopg://", "postgresql://")
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        conn.execute("SET default_transaction_read_only = on")
-        _conn = (os.getpid(), conn)
-    return _conn[1]
 
 
 def _naive(value: datetime) -> datetime:
@@ -52,10 +38,10 @@ class DirectSource:
     count_rows = 0  # a count is a count(*), no row fetched
 
     def count(self, window: Window) -> int | None:
-        return _connection().execute(_COUNT, (_naive(window.start), _naive(window.end))).fetchone()[0]
+        return proxy_db.connection().execute(_COUNT, (_naive(window.start), _naive(window.end))).fetchone()[0]
 
     def pages(self, window: Window) -> Iterator[list[rows.Row | rows.Rejected]]:
-        conn, end = _connection(), _naive(window.end)
+        conn, end = proxy_db.connection(), _naive(window.end)
         batch = conn.execute(_FIRST, (_naive(window.start), end, BATCH)).fetchall()
         while batch:
             yield [_row(r) for r in batch]
@@ -70,10 +56,3 @@ def _row(r: tuple) -> rows.Row | rows.Rejected:
     return rows.check(request_id, api_key, model, spend, prompt, completion, status, start.replace(tzinfo=UTC),
                       raw=lambda: {"request_id": request_id, "api_key": api_key, "model": model, "spend": spend,
                                    "status": status, "startTime": start.isoformat()})
-
-
-def reset() -> None:
-    global _conn
-    if _conn is not None and _conn[0] == os.getpid():
-        _conn[1].close()
-    _conn = None

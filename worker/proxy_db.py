@@ -1,0 +1,31 @@
+"""The proxy's own PostgreSQL (LITELLM_DATABASE_URL), read-only: the direct source of spend rows
+(worker.spend.direct) and of keys for reconcile (worker.credits.key_sources)."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+from worker.settings import get_settings
+
+_conn: tuple[int, psycopg.Connection] | None = None
+
+
+def connection() -> psycopg.Connection:
+    """One autocommit, read-only connection per process (a forked child opens its own)."""
+    global _conn
+    if _conn is None or _conn[0] != os.getpid() or _conn[1].closed:
+        url = (get_settings().litellm_database_url or "").replace("postgresql+psycopg://", "postgresql://")
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn.execute("SET default_transaction_read_only = on")
+        _conn = (os.getpid(), conn)
+    return _conn[1]
+
+
+def reset() -> None:
+    """Close this process's connection (the next call opens one to the URL set by then)."""
+    global _conn
+    if _conn is not None and _conn[0] == os.getpid():
+        _conn[1].close()
+    _conn = None
