@@ -248,3 +248,54 @@ def test_an_account_with_expiring_credit_burns_it_first_in_its_savings(proxy):
         savings = session.execute(text("SELECT savings_usd FROM account_balances WHERE user_id = 'eve'")).scalar()
     assert savings == Decimal(3)
     assert not audit_all().mismatches
+
+
+def test_hourly_replay_of_expiring_credit_matches_the_entry_by_entry_replay(proxy):
+    """grant_burn as 0009 redefines it (usage an hour at a time, entry by entry only in hours with
+    a grant event) against 0008's, which reads every usage entry: the same burn, to the digit,
+    over random histories of expiring promos, payments, refunds, adjustments and spend."""
+    from worker.credits import ledger
+
+    original = import_module("migrations.versions.0008_credit_tools").GRANT_BURN.replace(
+        "CREATE FUNCTION grant_burn(", "CREATE OR REPLACE FUNCTION pg_temp.grant_burn_by_entry(", 1)
+    rnd = random.Random(9)
+    users = {f"x{i}": f"sk-x{i}" for i in range(4)}
+    for user_id, key in users.items():
+        account(user_id, key)
+    at, payments, n = BASE, {u: [] for u in users}, 0
+    for step in range(200):
+        user_id = rnd.choice(sorted(users))
+        at += timedelta(minutes=rnd.choice([1, 7, 30, 95]))
+        roll = rnd.random()
+        if roll < 0.12:
+            with session_scope() as session:
+                ledger.record(session, user_id=user_id, kind="promo", idempotency_key=f"promo:{step}",
+                              grant_key=f"promo:{step}", credit=Decimal(rnd.choice([1, 3, 5])), occurred_at=at,
+                              expires_at=at + timedelta(hours=rnd.choice([1, 3, 12])))
+        elif roll < 0.24:
+            pay(user_id, f"p{step}", rnd.choice([500, 1500]), at)
+            payments[user_id].append(f"p{step}")
+        elif roll < 0.28 and payments[user_id]:
+            try:
+                refund(user_id, f"r{step}", rnd.choice(payments[user_id]), 100, at)
+            except Rejected:
+                pass
+        elif roll < 0.31:
+            with session_scope() as session:
+                ledger.record(session, user_id=user_id, kind="adjustment", idempotency_key=f"adjustment:{step}",
+                              credit=Decimal(rnd.choice([-1, 2])), occurred_at=at)
+        else:
+            rows = []
+            for _ in range(rnd.randint(1, 4)):
+                n += 1
+                rows.append((f"x-req-{n}", users[user_id], Decimal(rnd.randint(1, 90_000)) / Decimal(100_000)))
+            spend(rows, at)
+    with session_scope() as session:
+        session.execute(text(original))
+        for user_id in users:
+            until = {"u": user_id, "t": at + timedelta(days=1)}
+            hourly = session.execute(text("SELECT * FROM grant_burn(:u, :t) ORDER BY 1"), until).all()
+            by_entry = session.execute(text("SELECT * FROM pg_temp.grant_burn_by_entry(:u, :t) ORDER BY 1"),
+                                       until).all()
+            assert hourly == by_entry and hourly
+    assert audit_all().mismatches == []

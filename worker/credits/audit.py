@@ -51,6 +51,11 @@ WITH ledger AS (
     FROM ordered o JOIN ledger l USING (user_id) GROUP BY o.user_id
 ), stored_grants AS (
     SELECT * FROM account_grants WHERE user_id = ANY(:ids)
+), hours AS (
+    SELECT user_id, date_trunc('hour', occurred_at, 'UTC') AS hour, sum(spent_usd) AS spent_usd
+    FROM ledger_entries WHERE user_id = ANY(:ids) AND kind = 'usage' GROUP BY 1, 2
+), stored_hours AS (
+    SELECT * FROM account_usage_hourly WHERE user_id = ANY(:ids)
 )
 SELECT user_id, 'totals' AS part,
        jsonb_build_object({", ".join(f"'{c}', l.{c}" for c in _TOTALS)},
@@ -68,6 +73,12 @@ SELECT user_id, 'grant ' || grant_key,
        CASE WHEN g.user_id IS NOT NULL THEN jsonb_build_object({", ".join(f"'{c}', g.{c}" for c in _GRANTS)}) END
 FROM ordered o FULL JOIN stored_grants g USING (user_id, grant_key)
 WHERE ({", ".join(f"o.{c}" for c in _GRANTS)}) IS DISTINCT FROM ({", ".join(f"g.{c}" for c in _GRANTS)})
+UNION ALL
+SELECT user_id, 'usage hour ' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00'),
+       CASE WHEN l.user_id IS NOT NULL THEN jsonb_build_object('spent_usd', l.spent_usd) END,
+       CASE WHEN t.user_id IS NOT NULL THEN jsonb_build_object('spent_usd', t.spent_usd) END
+FROM hours l FULL JOIN stored_hours t USING (user_id, hour)
+WHERE l.spent_usd IS DISTINCT FROM t.spent_usd
 ORDER BY 1, 2
 """)
 
@@ -75,7 +86,7 @@ ORDER BY 1, 2
 @dataclass(frozen=True)
 class Mismatch:
     user_id: str
-    part: str  # 'totals', or 'grant <grant_key>'
+    part: str  # 'totals', 'grant <grant_key>' or 'usage hour <UTC hour>'
     ledger: dict[str, Any] | None
     stored: dict[str, Any] | None
 
