@@ -83,7 +83,8 @@ def main() -> None:
     table.append(("1M / 1k", round(ratio, 2), "target <= 2 (accounts without expiring credit: bench.dashboard)"))
     run.write(figures, table, ("read", "mean", "detail"),
               notes=[f"each account: a payment, a promo expiring on 2026-10-20, usage over 30 days (720 hours); "
-                     f"{args.reps} reads each; the hourly and the entry-by-entry replays agree: {figures['same_savings']}"])
+                     f"{args.reps} reads each; the hourly and the entry-by-entry replays agree: "
+                     f"{figures['same_savings']}"])
 
 
 if __name__ == "__main__":
