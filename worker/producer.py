@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from schemas.events import AdjustmentEvent, PaymentEvent, RedeemEvent, RefundEvent, SignupEvent
 from schemas.routes import EVENT_TASKS
 from worker import signing
@@ -42,31 +44,27 @@ def _signed(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "signature": signing.sign(event, secret.get_secret_value())}
 
 
-def publish_signup(event: SignupEvent | dict[str, Any]) -> str:
+def _publish(task: str, model: type[BaseModel], event: BaseModel | dict[str, Any], signed: bool = True) -> str:
     """Validate (raising pydantic.ValidationError on bad input) and enqueue; returns the task id."""
-    parsed = SignupEvent.model_validate(event)
-    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
-    return enqueue("events.signup", _signed(body))
+    body = model.model_validate(event).model_dump(mode="json", exclude_none=True, exclude={"signature"})
+    return enqueue(task, _signed(body) if signed else body)
+
+
+def publish_signup(event: SignupEvent | dict[str, Any]) -> str:
+    return _publish("events.signup", SignupEvent, event)
 
 
 def publish_payment(event: PaymentEvent | dict[str, Any]) -> str:
-    parsed = PaymentEvent.model_validate(event)
-    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
-    return enqueue("events.payment", _signed(body))
+    return _publish("events.payment", PaymentEvent, event)
 
 
 def publish_refund(event: RefundEvent | dict[str, Any]) -> str:
-    parsed = RefundEvent.model_validate(event)
-    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
-    return enqueue("events.refund", _signed(body))
+    return _publish("events.refund", RefundEvent, event)
 
 
 def publish_adjustment(event: AdjustmentEvent | dict[str, Any]) -> str:
-    parsed = AdjustmentEvent.model_validate(event)
-    body = parsed.model_dump(mode="json", exclude_none=True, exclude={"signature"})
-    return enqueue("events.adjustment", _signed(body))
+    return _publish("events.adjustment", AdjustmentEvent, event)
 
 
 def publish_redeem(event: RedeemEvent | dict[str, Any]) -> str:
-    parsed = RedeemEvent.model_validate(event)
-    return enqueue("events.redeem", parsed.model_dump(mode="json", exclude_none=True))
+    return _publish("events.redeem", RedeemEvent, event, signed=False)  # redemptions carry no signature

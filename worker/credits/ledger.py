@@ -19,6 +19,11 @@ from worker.models import LedgerEntry
 PLACES = Decimal("1e-10")
 
 
+# How far a figure the proxy reports may stray from the ledger's and still agree: it stores
+# floats, and its sums of them carry float noise.
+PROXY_TOLERANCE = Decimal("1e-6")
+
+
 def money(value: Decimal) -> Decimal:
     return value.quantize(PLACES, rounding=ROUND_HALF_EVEN)
 

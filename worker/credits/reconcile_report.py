@@ -12,14 +12,14 @@ from decimal import Decimal
 
 from worker import metrics
 from worker.credits import audit
+from worker.credits.ledger import PROXY_TOLERANCE
 from worker.proxy import PermanentProxyError
 
 log = logging.getLogger("worker.credits.reconcile")
-TOLERANCE = Decimal("1e-6")
 
 
 def differs(proxy: Decimal | None, ledger: Decimal) -> bool:
-    return proxy is None or abs(proxy - ledger) > TOLERANCE
+    return proxy is None or abs(proxy - ledger) > PROXY_TOLERANCE
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from worker.credits import ledger
-from worker.credits.reconcile_report import TOLERANCE, Drift, Report
+from worker.credits.ledger import PROXY_TOLERANCE
+from worker.credits.reconcile_report import Drift, Report
 from worker.db import session_scope
 from worker.spend.repair import repair_key, unsynced_explains
 
@@ -29,7 +30,7 @@ class SpendSeen:
 
     @property
     def differs(self) -> bool:
-        return abs(self.proxy_spend - self.spent) > TOLERANCE
+        return abs(self.proxy_spend - self.spent) > PROXY_TOLERANCE
 
 
 def check_spend(seen: list[SpendSeen], fix: bool, report: Report) -> None:
@@ -49,13 +50,13 @@ def _spent(user_id: str) -> Decimal:
 
 def _check(key: SpendSeen, fix: bool, report: Report) -> None:
     with session_scope() as session:
-        spent = ledger.spent_totals(session, [key.user_id])[key.user_id]
-        if abs(key.proxy_spend - spent) <= TOLERANCE or unsynced_explains(session, key.key_hash, key.proxy_spend):
+        spent = ledger.spent_totals(session, [key.user_id])[key.user_id]  # in the session the check reads
+        if abs(key.proxy_spend - spent) <= PROXY_TOLERANCE or unsynced_explains(session, key.key_hash, key.proxy_spend):
             return
     if fix and key.proxy_spend > spent:
         if repair_key(key.user_id, key.key_hash, key.created_at, datetime.now(UTC)).debited:
             report.spend_repaired.append(key.user_id)
         spent = _spent(key.user_id)
-        if abs(key.proxy_spend - spent) <= TOLERANCE:
+        if abs(key.proxy_spend - spent) <= PROXY_TOLERANCE:
             return
     report.spend_mismatches.append(Drift(key.user_id, key.proxy_spend, spent))

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from worker import proxy
-from worker.credits.ledger import money
+from worker.credits.ledger import PROXY_TOLERANCE, money
 from worker.db import session_scope
 from worker.models import Account, LedgerEntry
 from worker.settings import get_settings
@@ -30,7 +30,6 @@ from worker.spend.windows import Window, as_query, whole_second
 
 log = logging.getLogger(__name__)
 READ_AT_ONCE = 1000  # rows: below this a differing range is read rather than halved again
-TOLERANCE = Decimal("1e-6")
 UNSYNCED_MAX_PAGES = 5
 
 
@@ -66,7 +65,7 @@ def unsynced_explains(session: Session, key_hash: str, proxy_spend: Decimal) -> 
                                 page_number, 1000, api_key=key_hash)
         unsynced += sum((money(row.spend) for row in page.data), Decimal(0))
         if len(page.data) < 1000:
-            return abs(proxy_spend - (before + unsynced)) <= TOLERANCE
+            return abs(proxy_spend - (before + unsynced)) <= PROXY_TOLERANCE
         page_number += 1
     return False
 
