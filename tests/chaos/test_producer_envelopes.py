@@ -113,12 +113,15 @@ def test_a_repeated_delivery_tag_erases_no_record_and_a_kill_loses_nothing(pool,
 
 
 def test_an_oversized_item_never_reaches_the_worker_whole(pool, chaos_proxy, broker):
-    """(d) A 40 MiB item is dead-lettered as oversized; the consumer's peak memory barely moves."""
-    worker = pool.start()
+    """(d) A 40 MiB item is dead-lettered as oversized; the consumer's peak memory barely moves.
+    It is pushed while the idle worker waits on that one queue: a wait that returns the item it
+    wakes on (BLMOVE of the queue onto itself, as before) reads it whole, 120 MiB of peak memory."""
+    worker = pool.start(queues="signups")
     good = signup("gus")
     push(broker, good)
     settle(DB, chaos_proxy, broker, [good], timeout=60, what="a first signup")
     before = peak_rss_kib(worker.pid)
+    poll(lambda: any("b" in c["flags"] for c in broker.client_list()), 30, "the idle worker waiting", 0.01)
     broker.lpush("signups", b'{"body": "' + b"A" * (40 * 1024 * 1024) + b'"}')
     (letter,) = poll(lambda: read_state(DB).dead, 60, "the oversized item dead-lettered", 0.2)
     grown_mib = (peak_rss_kib(worker.pid) - before) / 1024

@@ -8,8 +8,10 @@ Stock kombu also takes a message with BRPOP and records it as unacknowledged onl
 reply is read: a worker killed in between (SIGKILL, OOM) loses that message for good. Here a
 Lua script (worker.delivery.reservations.TAKE) moves it from the queue into kombu's unacked hash
 in one step, under a tag of this channel's own, so a killed worker's message comes back once its
-heartbeat stops. The script cannot block; when it finds nothing, the worker waits with BLMOVE of
-a queue onto itself (Redis >= 6.2), which wakes on a new message without taking it.
+heartbeat stops. The script cannot block; when it finds nothing, the worker waits IDLE_WAIT_S with
+a BLPOP of a key of its own that nobody pushes to, then takes again. Every blocking command on the
+queue itself (BLMOVE of a queue onto itself included) returns the item it wakes on, and an
+oversized item read that way reaches the worker whole, which is what the size check prevents.
 
 The message handed to Celery is the transport's, not the producer's: its tag and queue are the
 ones TAKE used (worker.delivery.envelope.as_taken).
@@ -34,6 +36,8 @@ from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 64 * 1024  # what a dead letter keeps of an item it could not parse
+# How long an idle worker waits between takes: the most a new message on any queue waits for it.
+IDLE_WAIT_S = 0.05
 
 
 def _dead_letter(queue: str, raw: bytes | str, reason: str) -> bool:
@@ -93,20 +97,14 @@ class Channel(redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         if self._take_next:
             self._sent = "EVAL"
             # FIRST_QUEUES first, in their order, the others in kombu's rotation: a periodic job
             # waiting is the next message taken, however many events are queued ahead of it.
             args = ["EVAL", *self._take_args(sorted(queues, key=_preference))]
         else:
-            # Block on one queue at a time (rotating), a share of the usual BRPOP timeout, so a
-            # message on any other queue waits at most that long for the next take.
-            wait = max(0.1, (self.brpop_timeout if timeout is None else timeout) / len(queues))
-            key = (self.global_keyprefix or "") + keys[0]
-            self._queue_cycle.rotate(queues[0])
-            self._sent = "BLMOVE"
-            args = ["BLMOVE", key, key, "RIGHT", "RIGHT", f"{wait:.2f}"]
+            self._sent = "BLPOP"
+            args = ["BLPOP", self.key(f"unacked_wait:{self.owner}"), f"{IDLE_WAIT_S:.2f}"]
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*args)
@@ -118,8 +116,8 @@ class Channel(redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if self._sent == "BLMOVE" or not reply:
-                self._take_next = self._sent == "BLMOVE"
+            if self._sent == "BLPOP" or not reply:
+                self._take_next = self._sent == "BLPOP"
                 raise Empty()
             self._take_next = True
             self._taken(*reply)
