@@ -1,10 +1,10 @@
 """The balance read of an account that holds expiring credit, whose savings are replayed.
 
 Such an account's savings_usd is grant_burn's time-ordered replay (migrations 0008, 0009). 0009
-replays usage an hour at a time (account_usage_hourly), entry by entry only in the hours that
-hold a grant event; this measures account_balances for accounts of 1,000 and 1,000,000 usage
-entries over 30 days, each with a payment and an expiring promo, and, as the limit it replaced,
-0008's replay of every entry for the big one, in the same run.
+replays usage a segment between two grant events at a time (account_usage_segments); this
+measures account_balances for accounts of 1,000 and 1,000,000 usage entries over 30 days, each
+with a payment and an expiring promo, and, as the limit it replaced, 0008's replay of every
+entry for the big one, in the same run.
 
     uv run python -m bench.expiring_savings [--reps 50]
 """
@@ -83,7 +83,7 @@ def main() -> None:
     table.append(("1M / 1k", round(ratio, 2), "target <= 2 (accounts without expiring credit: bench.dashboard)"))
     run.write(figures, table, ("read", "mean", "detail"),
               notes=[f"each account: a payment, a promo expiring on 2026-10-20, usage over 30 days (720 hours); "
-                     f"{args.reps} reads each; the hourly and the entry-by-entry replays agree: "
+                     f"{args.reps} reads each; the segment and the entry-by-entry replays agree: "
                      f"{figures['same_savings']}"])
 
 

@@ -150,8 +150,12 @@ def test_a_total_that_drifts_from_the_ledger_is_reported_loudly(proxy, caplog):
     tamper("UPDATE account_grants SET credit_before = credit_before + 1 WHERE user_id = 'a'")
     found = {(m.user_id, m.part) for m in audit_all().mismatches}
     assert found == {("b", "totals"), ("a", "grant payment:paystack:p-a")}
+    tamper("UPDATE account_usage_segments SET spent_usd = spent_usd + 1 WHERE user_id = 'b' AND spent_usd > 0")
+    found = {(m.user_id, m.part.split(" 2")[0]) for m in audit_all().mismatches}
+    assert found == {("b", "totals"), ("a", "grant payment:paystack:p-a"), ("b", "usage from")}
     tamper("UPDATE account_grants SET credit_before = credit_before - 1 WHERE user_id = 'a'; "
-           "UPDATE account_totals SET spent_usd = spent_usd - 1 WHERE user_id = 'b'")
+           "UPDATE account_totals SET spent_usd = spent_usd - 1 WHERE user_id = 'b'; "
+           "UPDATE account_usage_segments SET spent_usd = spent_usd - 1 WHERE user_id = 'b' AND spent_usd > 1")
     assert audit_all().mismatches == []
     with engine().connect() as conn:
         assert figures.read(conn).audit_mismatches == 0
@@ -223,6 +227,12 @@ def test_the_migration_fills_the_totals_from_an_existing_ledger():
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT * FROM account_balances ORDER BY user_id").fetchall() == before
             assert conn.execute("SELECT sum(entries) FROM account_totals").fetchone() == (3025,)
+            # All usage before the payments: in each account's first segment, none after them.
+            segments = conn.execute("SELECT user_id, starts_at = '-infinity', spent_usd FROM account_usage_segments "
+                                    "ORDER BY 1, 2").fetchall()
+            usage = conn.execute("SELECT user_id, sum(spent_usd) FROM ledger_entries WHERE kind = 'usage' "
+                                 "GROUP BY 1 ORDER BY 1").fetchall()
+            assert segments == [row for u, spent in usage for row in ((u, False, 0), (u, True, spent))]
         command.downgrade(config, "0006")
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT * FROM account_balances ORDER BY user_id").fetchall() == before
@@ -250,10 +260,11 @@ def test_an_account_with_expiring_credit_burns_it_first_in_its_savings(proxy):
     assert not audit_all().mismatches
 
 
-def test_hourly_replay_of_expiring_credit_matches_the_entry_by_entry_replay(proxy):
-    """grant_burn as 0009 redefines it (usage an hour at a time, entry by entry only in hours with
-    a grant event) against 0008's, which reads every usage entry: the same burn, to the digit,
-    over random histories of expiring promos, payments, refunds, adjustments and spend."""
+def test_segment_replay_of_expiring_credit_matches_the_entry_by_entry_replay(proxy):
+    """grant_burn as 0009 redefines it (usage a segment between two grant events at a time)
+    against 0008's, which reads every usage entry: the same burn, to the digit, over random
+    histories of expiring promos, payments, refunds, adjustments and spend, with spend filed late
+    and grants backdated, so that segments are split after their usage is in."""
     from worker.credits import ledger
 
     original = import_module("migrations.versions.0008_credit_tools").GRANT_BURN.replace(
@@ -267,13 +278,14 @@ def test_hourly_replay_of_expiring_credit_matches_the_entry_by_entry_replay(prox
         user_id = rnd.choice(sorted(users))
         at += timedelta(minutes=rnd.choice([1, 7, 30, 95]))
         roll = rnd.random()
+        late = at - timedelta(minutes=rnd.choice([0, 0, 0, 0, 50, 400]))  # filed after later events
         if roll < 0.12:
             with session_scope() as session:
                 ledger.record(session, user_id=user_id, kind="promo", idempotency_key=f"promo:{step}",
-                              grant_key=f"promo:{step}", credit=Decimal(rnd.choice([1, 3, 5])), occurred_at=at,
-                              expires_at=at + timedelta(hours=rnd.choice([1, 3, 12])))
+                              grant_key=f"promo:{step}", credit=Decimal(rnd.choice([1, 3, 5])), occurred_at=late,
+                              expires_at=late + timedelta(hours=rnd.choice([1, 3, 12])))
         elif roll < 0.24:
-            pay(user_id, f"p{step}", rnd.choice([500, 1500]), at)
+            pay(user_id, f"p{step}", rnd.choice([500, 1500]), late)
             payments[user_id].append(f"p{step}")
         elif roll < 0.28 and payments[user_id]:
             try:
@@ -283,19 +295,19 @@ def test_hourly_replay_of_expiring_credit_matches_the_entry_by_entry_replay(prox
         elif roll < 0.31:
             with session_scope() as session:
                 ledger.record(session, user_id=user_id, kind="adjustment", idempotency_key=f"adjustment:{step}",
-                              credit=Decimal(rnd.choice([-1, 2])), occurred_at=at)
+                              credit=Decimal(rnd.choice([-1, 2])), occurred_at=late)
         else:
             rows = []
             for _ in range(rnd.randint(1, 4)):
                 n += 1
                 rows.append((f"x-req-{n}", users[user_id], Decimal(rnd.randint(1, 90_000)) / Decimal(100_000)))
-            spend(rows, at)
+            spend(rows, late)
     with session_scope() as session:
         session.execute(text(original))
         for user_id in users:
             until = {"u": user_id, "t": at + timedelta(days=1)}
-            hourly = session.execute(text("SELECT * FROM grant_burn(:u, :t) ORDER BY 1"), until).all()
+            segments = session.execute(text("SELECT * FROM grant_burn(:u, :t) ORDER BY 1"), until).all()
             by_entry = session.execute(text("SELECT * FROM pg_temp.grant_burn_by_entry(:u, :t) ORDER BY 1"),
                                        until).all()
-            assert hourly == by_entry and hourly
+            assert segments == by_entry and segments
     assert audit_all().mismatches == []

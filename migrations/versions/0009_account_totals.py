@@ -23,13 +23,15 @@ user's read cost grow with their whole history (515-605 ms at a million entries)
 - audit_mismatches (accounts whose totals differed from the ledger when last audited) and
   audit_cursor (where the next bounded audit in reconcile starts).
 
-- account_usage_hourly: each account's usage summed per UTC hour, kept by the same trigger, so
-  grant_burn (0008, redefined here) replays an account's spend an hour at a time, entry by entry
-  only in the hours that hold a grant event (a credit entry or an expiry): its cost is the
-  account's grant events and hours, not its usage entries.
+- account_usage_segments: each account's usage summed between two of its grant events (a credit
+  entry, or a grant's expiry), kept by the same trigger. A usage entry adds to the segment that
+  holds its time, late or not; a new grant event splits the segment it falls in, moving to the
+  new one the usage after it (bounded by how late the event is: none for a grant written now or
+  an expiry ahead). grant_burn (0008, redefined here) replays those segments, so its cost is the
+  account's grant events, not its usage.
 - account_totals.replays: the account has held expiring credit, an adjustment or an expiry
   (0008). Which grant spend burns then depends on when each grant lived, so its savings_usd is
-  the time-ordered replay of grant_burn (0008), an hour of usage at a time;
+  the time-ordered replay of grant_burn (0008), a segment of usage at a time;
   every other account burns its grants oldest first, and the running table gives its savings in
   one row. Both are the one burn order of 0008: soonest expiry first, then the oldest.
 
@@ -72,9 +74,53 @@ SELECT user_id, grant_key, min(id), sum(credit_usd), sum(paid_usd)
 FROM {source} WHERE grant_key IS NOT NULL GROUP BY user_id, grant_key ORDER BY user_id, grant_key
 """
 
-USAGE_HOURS_OF = """
-SELECT user_id, date_trunc('hour', occurred_at, 'UTC'), sum(spent_usd)
-FROM {source} WHERE kind = 'usage' GROUP BY 1, 2 ORDER BY 1, 2
+# The moments an account's grants change, as 0008's grant_burn marks them: a credit entry (not
+# an expiry's), and a grant's expiry. Usage between two of them burns the same grants.
+BOUNDS_OF = """
+SELECT user_id, occurred_at AS at FROM {source} WHERE kind NOT IN ('usage', 'expiry')
+UNION SELECT user_id, expires_at FROM {source} WHERE expires_at IS NOT NULL
+"""
+
+# Usage added to the segment that holds its time (the first is '-infinity').
+ADD_USAGE = """
+INSERT INTO account_usage_segments AS s (user_id, starts_at, spent_usd)
+SELECT n.user_id, coalesce(b.starts_at, '-infinity'), sum(n.spent_usd)
+FROM {source} n LEFT JOIN LATERAL (
+    SELECT s.starts_at FROM account_usage_segments s
+    WHERE s.user_id = n.user_id AND s.starts_at <= n.occurred_at ORDER BY s.starts_at DESC LIMIT 1
+) b ON true
+WHERE n.kind = 'usage'
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (user_id, starts_at) DO UPDATE SET spent_usd = s.spent_usd + excluded.spent_usd
+"""
+
+# New grant events split the segments they fall in: each new segment takes the ledger's usage
+# from its start to the next boundary (the ledger already holds this statement's entries, and
+# ADD_USAGE already put them in the old segment), and the old segment gives that much up.
+SPLIT = f"""
+WITH fresh AS (
+    SELECT DISTINCT b.user_id, b.at FROM ({BOUNDS_OF.format(source="{source}")}) b
+    WHERE NOT EXISTS (SELECT 1 FROM account_usage_segments s WHERE s.user_id = b.user_id AND s.starts_at = b.at)
+), cut AS (
+    SELECT f.user_id, f.at,
+           (SELECT max(s.starts_at) FROM account_usage_segments s
+            WHERE s.user_id = f.user_id AND s.starts_at < f.at) AS inside,
+           least((SELECT min(s.starts_at) FROM account_usage_segments s
+                  WHERE s.user_id = f.user_id AND s.starts_at > f.at),
+                 (SELECT min(g.at) FROM fresh g WHERE g.user_id = f.user_id AND g.at > f.at)) AS ends
+    FROM fresh f
+), sized AS (
+    SELECT c.*, (SELECT coalesce(sum(l.spent_usd), 0) FROM ledger_entries l
+                 WHERE l.user_id = c.user_id AND l.kind = 'usage' AND l.occurred_at >= c.at
+                   AND (c.ends IS NULL OR l.occurred_at < c.ends)) AS spent
+    FROM cut c
+), given_up AS (
+    UPDATE account_usage_segments s SET spent_usd = s.spent_usd - m.spent
+    FROM (SELECT user_id, inside, sum(spent) AS spent FROM sized WHERE inside IS NOT NULL GROUP BY 1, 2) m
+    WHERE s.user_id = m.user_id AND s.starts_at = m.inside AND m.spent <> 0
+)
+INSERT INTO account_usage_segments (user_id, starts_at, spent_usd)
+SELECT user_id, at, spent FROM sized ORDER BY 1, 2
 """
 
 TRIGGER = f"""
@@ -91,9 +137,10 @@ BEGIN
         paid_usd = t.paid_usd + excluded.paid_usd,
         spent_usd = t.spent_usd + excluded.spent_usd,
         last_spend_at = greatest(t.last_spend_at, excluded.last_spend_at);
-    INSERT INTO account_usage_hourly AS h (user_id, hour, spent_usd)
-    {USAGE_HOURS_OF.format(source="new_entries")}
-    ON CONFLICT (user_id, hour) DO UPDATE SET spent_usd = h.spent_usd + excluded.spent_usd;
+    {ADD_USAGE.format(source="new_entries")};
+    IF EXISTS (SELECT 1 FROM new_entries WHERE kind <> 'usage' OR expires_at IS NOT NULL) THEN
+        {SPLIT.format(source="new_entries")};
+    END IF;
     IF EXISTS (SELECT 1 FROM new_entries WHERE grant_key IS NOT NULL) THEN
         INSERT INTO account_grants AS g (user_id, grant_key, first_id, credit_usd, paid_usd)
         {GRANTS_OF.format(source="new_entries")}
@@ -148,34 +195,23 @@ _BURN_INPUT = """        WITH mine AS (
             FROM ledger_entries l WHERE l.user_id = p_user
         ),"""
 _BURN_USAGE = """                  SELECT m.occurred_at, false, m.spent_usd FROM mine m WHERE m.kind = 'usage') x"""
-# The same input a grant event and an hour of usage at a time: whole hours without a grant event
-# as one row (every entry in them falls between the same two marks), the others entry by entry.
-_HOURLY_INPUT = """        WITH mine AS (  -- the entries that are not usage: ledger_entries_credits_idx (0004)
+# The same input a grant event and a segment of usage at a time: the entries that are not usage
+# (ledger_entries_credits_idx, 0004), and account_usage_segments for the usage between them.
+_SEGMENT_INPUT = """        WITH mine AS (
             SELECT l.id, l.kind, l.grant_key, l.credit_usd, l.paid_usd, l.spent_usd, l.occurred_at, l.expires_at
             FROM ledger_entries l WHERE l.user_id = p_user AND l.kind <> 'usage'
-        ),
-        event_hours AS (
-            SELECT date_trunc('hour', m.occurred_at, 'UTC') AS hour FROM mine m
-            UNION SELECT date_trunc('hour', m.expires_at, 'UTC') FROM mine m WHERE m.expires_at <= p_until
-        ),
-        spend AS (
-            SELECT u.hour AS at, u.spent_usd AS spent FROM account_usage_hourly u
-            WHERE u.user_id = p_user AND u.hour NOT IN (SELECT e.hour FROM event_hours e)
-            UNION ALL
-            SELECT l.occurred_at, l.spent_usd FROM event_hours e JOIN ledger_entries l
-                ON l.user_id = p_user AND l.occurred_at >= e.hour AND l.occurred_at < e.hour + interval '1 hour'
-            WHERE l.kind = 'usage'
         ),"""
-_HOURLY_USAGE = """                  SELECT s.at, false, s.spent FROM spend s) x"""
+_SEGMENT_USAGE = """                  SELECT s.starts_at, false, s.spent_usd FROM account_usage_segments s
+                  WHERE s.user_id = p_user) x"""
 
 
-def _hourly_grant_burn() -> str:
+def _segment_grant_burn() -> str:
     from importlib import import_module
 
     original = import_module("migrations.versions.0008_credit_tools").GRANT_BURN
     assert _BURN_INPUT in original and _BURN_USAGE in original, "0008's grant_burn changed: update 0009"
     return (original.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
-            .replace(_BURN_INPUT, _HOURLY_INPUT).replace(_BURN_USAGE, _HOURLY_USAGE))
+            .replace(_BURN_INPUT, _SEGMENT_INPUT).replace(_BURN_USAGE, _SEGMENT_USAGE))
 
 
 def upgrade() -> None:
@@ -190,11 +226,11 @@ def upgrade() -> None:
             last_spend_at timestamptz,
             replays boolean NOT NULL DEFAULT false
         );
-        CREATE TABLE account_usage_hourly (
+        CREATE TABLE account_usage_segments (
             user_id varchar(128) NOT NULL REFERENCES accounts (user_id),
-            hour timestamptz NOT NULL,
+            starts_at timestamptz NOT NULL,  -- '-infinity', or a moment the account's grants change
             spent_usd numeric(20, 10) NOT NULL,
-            PRIMARY KEY (user_id, hour)
+            PRIMARY KEY (user_id, starts_at)
         );
         CREATE TABLE account_grants (
             user_id varchar(128) NOT NULL REFERENCES accounts (user_id),
@@ -231,10 +267,10 @@ def upgrade() -> None:
                "replays) " + TOTALS_OF.format(source="ledger_entries"))
     op.execute("INSERT INTO account_grants (user_id, grant_key, first_id, credit_usd, paid_usd) "
                + GRANTS_OF.format(source="ledger_entries"))
-    op.execute("INSERT INTO account_usage_hourly (user_id, hour, spent_usd) "
-               + USAGE_HOURS_OF.format(source="ledger_entries"))
+    op.execute(ADD_USAGE.format(source="ledger_entries"))
+    op.execute(SPLIT.format(source="ledger_entries"))
     op.execute(GRANT_ORDER.format(accounts="true"))
-    op.execute(_hourly_grant_burn())
+    op.execute(_segment_grant_burn())
     # Its estimates are generic (a plan for any account); JIT-compiling that plan cost 35-40 ms a
     # call here, against about 1 ms to run it.
     op.execute("ALTER FUNCTION grant_burn(varchar, timestamptz) SET jit = off")
@@ -257,7 +293,7 @@ def downgrade() -> None:
         DROP FUNCTION ledger_entries_totals();
         CREATE INDEX ledger_entries_user_idx ON ledger_entries (user_id, id);
         DROP INDEX ledger_entries_history_idx;
-        DROP TABLE account_usage_hourly;
+        DROP TABLE account_usage_segments;
         DROP TABLE audit_cursor; DROP TABLE audit_mismatches; DROP TABLE account_grants; DROP TABLE account_totals;
         """
     )

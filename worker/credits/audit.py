@@ -51,11 +51,23 @@ WITH ledger AS (
     FROM ordered o JOIN ledger l USING (user_id) GROUP BY o.user_id
 ), stored_grants AS (
     SELECT * FROM account_grants WHERE user_id = ANY(:ids)
-), hours AS (
-    SELECT user_id, date_trunc('hour', occurred_at, 'UTC') AS hour, sum(spent_usd) AS spent_usd
-    FROM ledger_entries WHERE user_id = ANY(:ids) AND kind = 'usage' GROUP BY 1, 2
-), stored_hours AS (
-    SELECT * FROM account_usage_hourly WHERE user_id = ANY(:ids)
+), bounds AS (  -- the moments each account's grants change, as migration 0009 cuts its segments
+    SELECT user_id, occurred_at AS at FROM ledger_entries WHERE user_id = ANY(:ids) AND kind NOT IN ('usage', 'expiry')
+    UNION SELECT user_id, expires_at FROM ledger_entries WHERE user_id = ANY(:ids) AND expires_at IS NOT NULL
+), timeline AS (
+    SELECT user_id, at, true AS is_bound, 0 AS spent_usd FROM bounds
+    UNION ALL
+    SELECT user_id, occurred_at, false, spent_usd FROM ledger_entries WHERE user_id = ANY(:ids) AND kind = 'usage'
+), placed AS (  -- each usage entry in the segment of the last boundary at or before it
+    SELECT user_id, is_bound, spent_usd,
+           max(at) FILTER (WHERE is_bound) OVER (PARTITION BY user_id ORDER BY at, is_bound DESC
+                                                 ROWS UNBOUNDED PRECEDING) AS starts_at
+    FROM timeline
+), segments AS (
+    SELECT user_id, coalesce(starts_at, '-infinity') AS starts_at, sum(spent_usd) AS spent_usd
+    FROM placed WHERE NOT is_bound GROUP BY 1, 2
+), stored_segments AS (
+    SELECT * FROM account_usage_segments WHERE user_id = ANY(:ids)
 )
 SELECT user_id, 'totals' AS part,
        jsonb_build_object({", ".join(f"'{c}', l.{c}" for c in _TOTALS)},
@@ -74,11 +86,12 @@ SELECT user_id, 'grant ' || grant_key,
 FROM ordered o FULL JOIN stored_grants g USING (user_id, grant_key)
 WHERE ({", ".join(f"o.{c}" for c in _GRANTS)}) IS DISTINCT FROM ({", ".join(f"g.{c}" for c in _GRANTS)})
 UNION ALL
-SELECT user_id, 'usage hour ' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00'),
+SELECT user_id, 'usage from ' || starts_at,
        CASE WHEN l.user_id IS NOT NULL THEN jsonb_build_object('spent_usd', l.spent_usd) END,
        CASE WHEN t.user_id IS NOT NULL THEN jsonb_build_object('spent_usd', t.spent_usd) END
-FROM hours l FULL JOIN stored_hours t USING (user_id, hour)
-WHERE l.spent_usd IS DISTINCT FROM t.spent_usd
+FROM segments l FULL JOIN stored_segments t USING (user_id, starts_at)
+-- A segment with no usage yet is stored as 0 and recomputed as nothing.
+WHERE coalesce(l.spent_usd, 0) <> coalesce(t.spent_usd, 0)
 ORDER BY 1, 2
 """)
 
@@ -86,7 +99,7 @@ ORDER BY 1, 2
 @dataclass(frozen=True)
 class Mismatch:
     user_id: str
-    part: str  # 'totals', 'grant <grant_key>' or 'usage hour <UTC hour>'
+    part: str  # 'totals', 'grant <grant_key>' or 'usage from <segment start>'
     ledger: dict[str, Any] | None
     stored: dict[str, Any] | None
 
