@@ -54,18 +54,13 @@ WITH ledger AS (
 ), bounds AS (  -- the moments each account's grants change, as migration 0009 cuts its segments
     SELECT user_id, occurred_at AS at FROM ledger_entries WHERE user_id = ANY(:ids) AND kind NOT IN ('usage', 'expiry')
     UNION SELECT user_id, expires_at FROM ledger_entries WHERE user_id = ANY(:ids) AND expires_at IS NOT NULL
-), timeline AS (
-    SELECT user_id, at, true AS is_bound, 0 AS spent_usd FROM bounds
-    UNION ALL
-    SELECT user_id, occurred_at, false, spent_usd FROM ledger_entries WHERE user_id = ANY(:ids) AND kind = 'usage'
-), placed AS (  -- each usage entry in the segment of the last boundary at or before it
-    SELECT user_id, is_bound, spent_usd,
-           max(at) FILTER (WHERE is_bound) OVER (PARTITION BY user_id ORDER BY at, is_bound DESC
-                                                 ROWS UNBOUNDED PRECEDING) AS starts_at
-    FROM timeline
-), segments AS (
-    SELECT user_id, coalesce(starts_at, '-infinity') AS starts_at, sum(spent_usd) AS spent_usd
-    FROM placed WHERE NOT is_bound GROUP BY 1, 2
+), bound_lists AS (
+    SELECT user_id, array_agg(at ORDER BY at) AS starts FROM bounds GROUP BY user_id
+), segments AS (  -- each usage entry in the segment of the last boundary at or before it
+    SELECT l.user_id, coalesce(b.starts[width_bucket(l.occurred_at, b.starts)], '-infinity') AS starts_at,
+           sum(l.spent_usd) AS spent_usd
+    FROM ledger_entries l LEFT JOIN bound_lists b USING (user_id)
+    WHERE l.user_id = ANY(:ids) AND l.kind = 'usage' GROUP BY 1, 2
 ), stored_segments AS (
     SELECT * FROM account_usage_segments WHERE user_id = ANY(:ids)
 )
