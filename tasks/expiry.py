@@ -1,4 +1,4 @@
-"""`ops.expire_credit` (beat, queue `spend`): expired grants' unspent credit leaves the balance."""
+"""`ops.expire_credit` (beat, queue `periodic`): expired grants' unspent credit leaves the balance."""
 
 from worker.credits.expiry import expire_alone
 from worker.delivery.policy import beat_task

@@ -171,3 +171,34 @@ def test_spend_logs_filter_by_api_key_on_the_real_proxy(real):
     assert ProxySource().count(w) == len(rows)
     assert ProxySource(api_key=KEY_B).count(w) == len(mine)
     assert _read(ProxySource(api_key=KEY_B), w) == sorted(r.expected for r in mine)
+
+
+def test_the_readme_read_only_role_reads_spend_rows_and_keys(real):
+    """README's role for LITELLM_DATABASE_URL, created as written on the real proxy's database
+    (under another name): the direct source and reconcile's key source both read through it."""
+    from tests.readme_blocks import README
+    from worker.credits import key_sources
+
+    text = README.read_text()
+    start = text.index("CREATE ROLE credits_reader")
+    sql = text[start:text.index("```", start)]
+    database = REAL_DB.rsplit("/", 1)[1]
+    role = f"credits_reader_{uuid.uuid4().hex[:6]}"
+    sql = sql.replace("credits_reader", role).replace("DATABASE litellm ", f"DATABASE {database} ")
+    admin_url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        try:
+            admin.execute(sql)
+            get_settings.cache_clear()
+            os.environ["LITELLM_DATABASE_URL"] = f"postgresql://{role}:choose-one@127.0.0.1:5432/{database}"
+            proxy_db.reset()
+            w = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2000, 1, 1, 0, 5, tzinfo=UTC))
+            assert DirectSource().count(w) == 0 and list(DirectSource().pages(w)) == []
+            assert all(isinstance(page, list) for page in key_sources.listed_keys())
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                proxy_db.connection().execute('DELETE FROM "LiteLLM_SpendLogs" WHERE false')
+        finally:
+            proxy_db.reset()
+            os.environ["LITELLM_DATABASE_URL"] = REAL_DB
+            get_settings.cache_clear()
+            admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

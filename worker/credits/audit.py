@@ -72,7 +72,8 @@ FROM accounts a LEFT JOIN ledger l USING (user_id) LEFT JOIN account_totals t US
 LEFT JOIN savings s USING (user_id) JOIN account_balances b USING (user_id)
 WHERE a.user_id = ANY(:ids)
   AND (({", ".join(f"l.{c}" for c in _TOTALS)}) IS DISTINCT FROM ({", ".join(f"t.{c}" for c in _TOTALS)})
-       -- An account that replays (0009) shows grant_burn's savings, computed from the ledger at read.
+       -- An account that replays (0009) shows grant_burn's savings, replayed at read from its grant
+       -- events and its usage segments, which the segment rows below compare with the ledger.
        OR (NOT coalesce(t.replays, false) AND coalesce(s.savings_usd, 0) <> b.savings_usd))
 UNION ALL
 SELECT user_id, 'grant ' || grant_key,
