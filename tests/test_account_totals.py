@@ -186,6 +186,8 @@ def test_reconcile_runs_the_audit(proxy):
     tamper("UPDATE account_totals SET paid_usd = 6 WHERE user_id = 'r'")
     report = reconcile_alone(fix=False)
     assert [m.user_id for m in report.ledger_audit.mismatches] == ["r"]
+    shown = CliRunner().invoke(cli, ["reconcile"]).output.splitlines()
+    assert any("ledger audit mismatches" in line and line.split()[-2:] == ["1", "│"] for line in shown), shown
 
 
 def test_the_migration_fills_the_totals_from_an_existing_ledger():

@@ -107,3 +107,24 @@ def test_an_oversized_item_is_measured_in_redis_and_only_its_head_leaves_it(redi
     with session_scope() as session:
         letter = session.query(DeadLetter).one()
         assert letter.reason.startswith(f"oversized message: {size} bytes") and len(letter.payload) == HEAD_BYTES
+
+
+def test_a_task_off_its_own_queue_is_dead_lettered_and_never_runs(redis_client):
+    """The producers' queues take events only: the worker's own tasks (here spend.window, whose
+    arguments pick a window to read) and events misrouted to another queue are refused."""
+    from queue import Empty
+
+    import pytest
+
+    import tasks.spend  # noqa: F401 - registers spend.window
+
+    redis_client.lpush("payments", _raw("spend.window"))
+    redis_client.lpush("payments", _raw("events.signup"))
+    with app.connection_for_read() as conn:
+        with pytest.raises(Empty):
+            conn.SimpleQueue("payments").get(timeout=1)
+    assert redis_client.llen("payments") == 0 and redis_client.hlen("unacked") == 0
+    with session_scope() as session:
+        reasons = sorted(letter.reason for letter in session.query(DeadLetter))
+    assert reasons == ["task 'events.signup' is not taken from queue 'payments'; its queue is 'signups'",
+                       "task 'spend.window' is not taken from queue 'payments'; its queue is 'spend'"]

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from schemas.routes import ROUTES
 from tests.fixtures import wait_for
 from worker.credits import ledger
 from worker.db import session_scope
 from worker.models import Account, DeadLetter
 
-QUEUE_OF = {"events.signup": "signups", "events.payment": "payments", "events.refund": "payments"}
 SIGNUP = {"user_id": "carol", "email": "carol@example.com", "occurred_at": "2026-11-20T10:00:00Z"}
 PAYMENT = {"provider": "paystack", "reference": "ps-ref-1", "user_id": "carol", "amount_minor": 500,
            "currency": "USD", "paid_at": "2026-11-20T11:00:00Z"}
@@ -30,7 +30,7 @@ FAST_REDELIVERY = {"BROKER_VISIBILITY_TIMEOUT_S": "4", "RETRY_BACKOFF_MAX_S": "1
 def hand_built(task: str, event: dict[str, Any]) -> dict[str, Any]:
     """The message README.md documents, field for field (what Celery 5 itself sends, less optional extras)."""
     task_id = str(uuid.uuid4())
-    queue = QUEUE_OF[task]
+    queue = ROUTES[task]
     body = [[], {"event": event}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     return {
         "body": base64.b64encode(json.dumps(body).encode()).decode(),
@@ -74,7 +74,7 @@ def without(message: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def push(redis_client, task: str, message: dict[str, Any]) -> None:
-    redis_client.lpush(QUEUE_OF[task], json.dumps(message))
+    redis_client.lpush(ROUTES[task], json.dumps(message))
 
 
 def credited(user_id: str) -> Decimal | None:

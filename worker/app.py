@@ -132,7 +132,9 @@ def _say_signing(**_: object) -> None:
     # Once per worker: whether a producer's queue alone can credit money is worth one line.
     s = get_settings()
     if s.event_signing_secret is None:
-        log.warning("event signing is off (EVENT_SIGNING_SECRET unset): unsigned payments and refunds are applied")
+        log.warning("event signing is off (EVENT_SIGNING_SECRET unset): "
+                    "unsigned payments, refunds and adjustments are applied")
     else:
         signups = "required" if s.signups_must_be_signed else "checked when present (SIGNUPS_MUST_BE_SIGNED off)"
-        log.info("event signing is on: payment and refund signatures required, signup signatures %s", signups)
+        log.info("event signing is on: payment, refund and adjustment signatures required, signup signatures %s",
+                 signups)

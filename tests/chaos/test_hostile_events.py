@@ -286,7 +286,7 @@ SERVICE_INPUTS = {"1 secrets (x CLI and worker)": 5 * 2, "2 timestamps (x 3 even
                   "3 refund references": 3, "4 amounts (x payment and refund)": 7 * 2,
                   "5 internal tasks (3 forged messages, 4 producer sends)": 7, "6 signups": 3, "7 signatures": 3}
 QUEUE = {"events.signup": "signups", "events.payment": "payments", "events.refund": "payments",
-         "ops.alert_webhook": "payments"}
+         "ops.alert_webhook": "payments", "spend.window": "signups"}
 
 
 def test_every_hostile_event_through_a_real_worker(pool, chaos_proxy, broker):
@@ -318,9 +318,12 @@ def test_every_hostile_event_through_a_real_worker(pool, chaos_proxy, broker):
          f"refund reference 'R1-{tag}' was already used for payment 'T1-{tag}'"),
         *[(f"amount {json.dumps(a)}", "events.payment", signed(pay(v, f"A{i}-{tag}", amount_minor=a)),
            "amount_minor: Value error, must be a JSON integer") for i, a in enumerate(["500", True, 500.0])],
-        ("internal task, raw body", "ops.alert_webhook",
-         {"alert_id": "x:1", "user_id": u, "note": "arbitrary JSON for the webhook"}, "fired_alert_id: "),
-        ("internal task, unknown id", "ops.alert_webhook", {"fired_alert_id": 987654}, "no fired alert 987654"),
+        ("internal task on a producer's queue, raw body", "ops.alert_webhook",
+         {"alert_id": "x:1", "user_id": u, "note": "arbitrary JSON for the webhook"},
+         "task 'ops.alert_webhook' is not taken from queue 'payments'; its queue is 'spend'"),
+        ("internal task on a producer's queue, a window of the producer's choice", "spend.window",
+         {"start": "2026-11-20T10:00:00Z", "run_id": 1, "reader": "x"},
+         "task 'spend.window' is not taken from queue 'signups'; its queue is 'spend'"),
         ("unsigned signup", "events.signup", {"user_id": v, "email": "attacker@example.com", "occurred_at": AT},
          "missing signature"),
         ("forged signup", "events.signup",

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         emit({"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
               "pending keys": len(report.pending), "spend mismatches": len(report.spend_mismatches),
               "spend repaired": len(report.spend_repaired), "keys not checked": report.key_errors,
-              "errors": len(report.errors)}, False, title="reconcile" + (" --fix" if fix else ""))
+              "errors": len(report.errors),
+              "ledger audit mismatches": len(report.ledger_audit.mismatches) if report.ledger_audit else 0},
+             False, title="reconcile" + (" --fix" if fix else ""))
         if report.drifted:
             emit_table([vars(d) for d in report.drifted], "max_budget drift (proxy vs ledger)")
         if report.spend_mismatches:

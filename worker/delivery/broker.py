@@ -144,7 +144,7 @@ class Channel(redis.Channel):
         return message
 
     def _checked(self, queue: str, item: bytes, tag: str, size: int) -> dict[str, Any] | None:
-        message = envelope(item, task_queue(queue), size)
+        message = envelope(item, queue, size)
         if isinstance(message, str):
             # Recorded until it is a dead letter: if that fails, or the worker dies first, the
             # item comes back to its queue (worker.delivery.reservations) instead of vanishing.

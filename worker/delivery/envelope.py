@@ -12,7 +12,7 @@ from typing import Any
 from celery.utils.iso8601 import parse_iso8601
 from kombu.utils.encoding import bytes_to_str
 
-from schemas.routes import EVENT_TASKS, QUEUES
+from schemas.routes import EVENT_TASKS, QUEUES, ROUTES
 from worker.app import app
 from worker.settings import get_settings
 
@@ -23,9 +23,9 @@ def task_queue(queue: str) -> bool:
     return queue in QUEUES
 
 
-def envelope(raw: bytes | str, of_task_queue: bool = True, size: int | None = None) -> dict[str, Any] | str:
-    """The decoded envelope, or the reason the item is not one. `size` is the item's length as
-    Redis measured it (`raw` is then only its head when it is oversized)."""
+def envelope(raw: bytes | str, queue: str, size: int | None = None) -> dict[str, Any] | str:
+    """The decoded envelope taken from `queue`, or the reason the item is not one. `size` is the
+    item's length as Redis measured it (`raw` is then only its head when it is oversized)."""
     limit = get_settings().max_event_bytes * 4  # base64 body plus headers
     size = len(raw) if size is None else size
     if size > limit:
@@ -34,12 +34,12 @@ def envelope(raw: bytes | str, of_task_queue: bool = True, size: int | None = No
         message = json.loads(bytes_to_str(raw))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return f"not a Celery message: invalid JSON ({exc})"
-    if not of_task_queue:
+    if not task_queue(queue):
         if not isinstance(message, dict) or not isinstance(message.get("properties"), dict) \
                 or "delivery_tag" not in message["properties"] or "body" not in message:
             return "not a kombu message: expected an object with body and properties.delivery_tag"
         return message
-    return _problem(message) or message
+    return _problem(message, queue) or message
 
 
 def as_taken(message: dict[str, Any], queue: str, tag: str) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def as_taken(message: dict[str, Any], queue: str, tag: str) -> dict[str, Any]:
     return message
 
 
-def _problem(message: Any) -> str | None:
+def _problem(message: Any, queue: str) -> str | None:
     """Why Celery could not run this envelope, checked before kombu or Celery touch it: anything
     they would choke on (a crash, a message lost or restored forever) is refused here."""
     if not isinstance(message, dict) or not isinstance(message.get("properties"), dict) \
@@ -79,6 +79,11 @@ def _problem(message: Any) -> str | None:
         # Celery's built-ins (celery.chord_unlock, celery.chain...) are registered too; a message
         # naming one would run it with whatever arguments it carries.
         return f"unknown task name: {headers['task']!r:.100}"
+    home = ROUTES.get(headers["task"])
+    if home is not None and home != queue:
+        # A task runs only from the queue it is routed to: the producers' queues (signups,
+        # payments) take events, and the worker's own tasks come only from the worker's queues.
+        return f"task {headers['task']!r} is not taken from queue {queue!r}; its queue is {home!r}"
     for name in ("eta", "expires"):
         if headers.get(name) is not None and not _is_time(headers[name]):
             return f"not a Celery message: headers.{name} must be null or an ISO 8601 time"
