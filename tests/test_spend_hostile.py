@@ -78,6 +78,19 @@ def test_an_implausible_row_is_debited_by_replay_once_the_cap_is_raised(proxy, m
     assert usage() == (1, Decimal("1500"))  # replayed and later verified: still one debit
 
 
+def test_the_cap_cannot_be_raised_past_what_the_ledger_holds(monkeypatch, capsys):
+    """A cap of 10^10 would let a row through that numeric(20, 10) cannot store, failing its page."""
+    import pytest
+
+    monkeypatch.setenv("SPEND_ROW_MAX_USD", "1e10")
+    get_settings.cache_clear()
+    with pytest.raises(SystemExit):
+        get_settings()
+    assert "SPEND_ROW_MAX_USD" in capsys.readouterr().err
+    monkeypatch.delenv("SPEND_ROW_MAX_USD")
+    get_settings.cache_clear()
+
+
 def replay_refused(letter_id: int) -> bool:
     try:
         replay(letter_id)

@@ -78,8 +78,9 @@ class Settings(BaseSettings):
     spend_settle_s: int = Field(default=120, ge=0)
     # Windows already read are verified (the source's count against what is stored) this far back.
     spend_verify_s: int = Field(default=86400, ge=0)
-    # A spend-log row costing more than this is set aside as a dead letter, not debited.
-    spend_row_max_usd: Decimal = Field(default=Decimal(1000), gt=0)
+    # A spend-log row costing more than this is set aside as a dead letter, not debited. Below
+    # 10^9: the ledger's numeric(20, 10) holds under 10^10, and a row under the cap must fit it.
+    spend_row_max_usd: Decimal = Field(default=Decimal(1000), gt=0, lt=Decimal(10**9))
     spend_page_size: int = Field(default=1000, ge=100, le=1000)
     spend_sync_start: datetime | None = None
     # A read-only DSN to the proxy's own PostgreSQL (or its replica): spend rows are then read from
