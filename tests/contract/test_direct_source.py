@@ -202,3 +202,21 @@ def test_the_readme_read_only_role_reads_spend_rows_and_keys(real):
             os.environ["LITELLM_DATABASE_URL"] = REAL_DB
             get_settings.cache_clear()
             admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_a_row_the_direct_source_sets_aside_keeps_what_its_replay_stores(real):
+    """A dead letter's row from the proxy's table is read again by replay as a /spend/logs row:
+    with its tokens, so daily_usage counts them once it is stored."""
+    import json
+
+    from schemas.proxy import SpendLogRow
+    from worker.spend.rows import Rejected, payload
+
+    t0, tag = _quiet_hour(real), uuid.uuid4().hex[:8]
+    _insert(real, [Inserted(f"{PREFIX}{tag}-big", KEY_A, 5000.0, "openai/fake-gpt", "fake-gpt", "success",
+                            t0 + timedelta(seconds=10))])
+    (got,) = [r for page in DirectSource().pages(_window(t0, 0)) for r in page]
+    assert isinstance(got, Rejected) and "SPEND_ROW_MAX_USD" in got.reason
+    again = SpendLogRow.model_validate(json.loads(payload(got))["row"])
+    kept = (again.request_id, again.spend, again.prompt_tokens, again.completion_tokens)
+    assert kept == (got.request_id, 5000, 20, 10)

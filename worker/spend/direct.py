@@ -55,4 +55,5 @@ def _row(r: tuple) -> rows.Row | rows.Rejected:
     request_id, api_key, model, spend, prompt, completion, status, start = r
     return rows.check(request_id, api_key, model, spend, prompt, completion, status, start.replace(tzinfo=UTC),
                       raw=lambda: {"request_id": request_id, "api_key": api_key, "model": model, "spend": spend,
-                                   "status": status, "startTime": start.isoformat()})
+                                   "prompt_tokens": prompt, "completion_tokens": completion, "status": status,
+                                   "startTime": start.isoformat()})
