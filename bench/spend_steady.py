@@ -15,9 +15,9 @@ REAL_LITELLM_KEY) and its database REAL_LITELLM_DB. Every row this bench writes 
    real worker (`celery -A worker.app worker -Q spend -c 1`) reads the windows; this process plays
    beat, calling `worker.spend.sync.dispatch()` every SPEND_SYNC_INTERVAL_S. The lag (now minus the
    sync's cursor) is sampled after each dispatch. The lag does not grow when its slope over the
-   trial after its warm-up (30 s, or settle + 2 intervals if longer) is under 0.1 s per s (a sync at 90% of the feed's pace) and its
-   last sample is under settle + 3 intervals. Rows fetched per row stored is sum(rows_seen) /
-   sum(inserted) of spend_sync_runs.
+   trial after its warm-up (30 s, or settle + 2 intervals if longer) is under 0.1 s per s (a sync
+   at 90% of the feed's pace) and its last sample is under settle + 3 intervals. Rows fetched per
+   row stored is sum(rows_seen) / sum(inserted) of spend_sync_runs.
 
 Every trial starts on a freshly migrated bench database with 10,000 accounts (one row in ten on a
 key not ours, one in fifty a failed call), the cursor starting at the trial's start. Settings are

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -130,8 +130,11 @@ class SpendLogRow(ProxyModel):
 
 class SpendLogPage(ProxyModel):
     # A row pydantic cannot read as a SpendLogRow stays a plain object, so one poison row is set
-    # aside on its own (worker.spend.rows) instead of failing its whole page.
-    data: list[SpendLogRow | dict[str, Any]] = Field(default_factory=list)
+    # aside on its own (worker.spend.rows) instead of failing its whole page. Left to right: in
+    # pydantic's default (smart) mode every good row was also built as a dict of its ~10 KB, which
+    # took a 1,000-row page from 19.5 to 54.8 ms to parse.
+    data: list[Annotated[SpendLogRow | dict[str, Any], Field(union_mode="left_to_right")]] = Field(
+        default_factory=list)
     total: int = 0
     page: int = 1
     page_size: int = 0
