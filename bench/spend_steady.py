@@ -234,7 +234,9 @@ def report(run: common.Run, args: argparse.Namespace, before: dict[str, Any], af
     run.write({"summary": summary, "page_rate_before": before, "page_rate_after": after, "trials": trials}, table,
               ("measure", "result", "detail"), [
                   f"targets: {summary['targets']}",
-                  f"settings: {summary['settings']} (interval and settle shortened from the defaults 60 and 120)",
+                  f"settings: {summary['settings']}" + (
+                      "" if (args.interval, args.settle) == (60, 120)
+                      else " (interval and settle shortened from the defaults 60 and 120)"),
                   f"each trial {args.duration:g} s; the real proxy (litellm 1.106.2, 1 worker), its PostgreSQL, "
                   "the feeder, one spend worker and this process share the 2 cores"])
 
