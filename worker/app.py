@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import timedelta
 
 from celery import Celery, signals
@@ -107,6 +108,11 @@ def _before_pool(instance: object = None, **_: object) -> None:
     # Celery's start-up warnings. Metrics: the multiprocess directory must be set before any
     # child can observe a proxy request.
     s = get_settings()
+    # The worker calls the proxy and encrypts keys; other processes (serve, producers) need neither.
+    for name in ("litellm_master_key", "key_encryption_key"):
+        if getattr(s, name) is None:
+            print(f"invalid settings: {name.upper()} is not set; the worker needs it", file=sys.stderr)
+            raise SystemExit(2)
     if s.log_format == "json" and instance is not None:
         instance.quiet = True
         configure()

@@ -55,7 +55,9 @@ class Redact(logging.Filter):
         super().__init__()
         s = get_settings()
         self.secrets = [
-            v for v in (s.litellm_master_key.get_secret_value(), s.key_encryption_key.get_secret_value()) if v
+            v.get_secret_value() for v in (s.litellm_master_key, s.key_encryption_key, s.event_signing_secret,
+                                           s.paystack_secret_key, s.stripe_webhook_secret, *s.api_tokens)
+            if v and v.get_secret_value()
         ]
 
     def scrub(self, text: str) -> str:

@@ -47,7 +47,7 @@ def client() -> httpx.Client:
         s = get_settings()
         _client = httpx.Client(
             base_url=s.litellm_base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {s.litellm_master_key.get_secret_value()}"},
+            headers={"Authorization": f"Bearer {s.required('litellm_master_key').get_secret_value()}"},
             timeout=httpx.Timeout(s.proxy_timeout_s, connect=min(5.0, s.proxy_timeout_s)),
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
         )
@@ -65,8 +65,8 @@ def reset_client() -> None:
 def _scrub(text: str) -> str:
     # An error body may echo the request (FastAPI's 422 carries its `input`), and these messages
     # end up in dead letters and push_error.
-    secret = get_settings().litellm_master_key.get_secret_value()
-    text = text.replace(secret, "***") if secret else text
+    secret = get_settings().litellm_master_key
+    text = text.replace(secret.get_secret_value(), "***") if secret and secret.get_secret_value() else text
     return redact_keys(text)
 
 

@@ -41,14 +41,20 @@ class Threshold:
 MIN_SECRET_BYTES = 32
 
 
+class MissingSetting(RuntimeError):
+    """A setting this process uses is absent (others may run without it)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/credits"
     redis_url: str = "redis://127.0.0.1:6379/0"
     litellm_base_url: str = "http://127.0.0.1:4000"
-    litellm_master_key: SecretStr
-    key_encryption_key: SecretStr
+    # Required only where used (worker.proxy, worker.credits.keys, the worker's start): the relay
+    # (`serve`) and the producer never call the proxy or decrypt a key.
+    litellm_master_key: SecretStr | None = None
+    key_encryption_key: SecretStr | None = None
     key_alias_prefix: str = Field(default="credits-", max_length=64)
     signup_credit_usd: Decimal = Field(default=Decimal("2"), ge=0)
     # The signup grant's unspent part expires this many days after the signup; unset, never.
@@ -100,6 +106,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     flower_user: str = "admin"
     flower_password: SecretStr = SecretStr("change-me")
+    # The HTTP front door (`serve`): provider webhook secrets, and the web app's bearer tokens
+    # (comma-separated, so a new one can be added before the old one is removed).
+    paystack_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    api_tokens: Annotated[list[SecretStr], NoDecode] = []
 
     @field_validator("payment_plans", mode="before")
     @classmethod
@@ -116,7 +127,8 @@ class Settings(BaseSettings):
         return sorted(value)
 
     @field_validator("alert_webhook_url", "metrics_port", "spend_sync_start", "litellm_database_url",
-                     "signup_credit_expires_days", mode="before")
+                     "signup_credit_expires_days", "litellm_master_key", "key_encryption_key",
+                     "paystack_secret_key", "stripe_webhook_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -137,6 +149,13 @@ class Settings(BaseSettings):
                              "bytes (make one with python -c 'import secrets; print(secrets.token_hex(32))')")
         return value
 
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t for t in value.replace(" ", "").split(",") if t]
+        return value
+
     @field_validator("alert_thresholds", mode="before")
     @classmethod
     def _parse_thresholds(cls, value: object) -> object:
@@ -147,9 +166,11 @@ class Settings(BaseSettings):
 
     @field_validator("key_encryption_key")
     @classmethod
-    def _fernet_key(cls, value: SecretStr) -> SecretStr:
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
         from cryptography.fernet import Fernet
 
+        if value is None:
+            return None
         try:
             Fernet(value.get_secret_value())
         except Exception:
@@ -164,6 +185,13 @@ class Settings(BaseSettings):
     def _psycopg3(cls, value: str) -> str:
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    def required(self, name: str) -> SecretStr:
+        """A secret this process needs: its value, or MissingSetting naming it in one line."""
+        value = getattr(self, name)
+        if value is None:
+            raise MissingSetting(f"{name.upper()} is not set; this process needs it")
         return value
 
 

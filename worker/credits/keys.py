@@ -20,7 +20,7 @@ def key_hash(key: str) -> str:
 
 
 def _fernet() -> Fernet:
-    return Fernet(get_settings().key_encryption_key.get_secret_value().encode())
+    return Fernet(get_settings().required("key_encryption_key").get_secret_value().encode())
 
 
 def encrypt(key: str) -> str:
