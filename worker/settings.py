@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # With the secret set: unsigned signups are refused too (a forged early signup would set a
     # user's email for good). A signup that carries a signature is checked either way.
     signups_must_be_signed: bool = True
+    # Without EVENT_SIGNING_SECRET the worker and `run` refuse to start (anyone who can write to
+    # Redis or reach Flower could credit money) unless this says, in so many words, that this is
+    # wanted: a local trial, or tests.
+    allow_unsigned_events: bool = False
 
     proxy_timeout_s: float = Field(default=10.0, gt=0)
     task_max_retries: int = Field(default=12, ge=0)
