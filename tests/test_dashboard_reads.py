@@ -1,4 +1,4 @@
-"""The dashboard's reads, exactly as README shows them for node-postgres: right answers, and the
+"""The dashboard's reads, exactly as docs/dashboard.md shows them for node-postgres: right answers, and the
 index that serves each (EXPLAIN).
 
 The tables here are small, where the planner rightly prefers a sequential scan; enable_seqscan

@@ -1,6 +1,6 @@
-"""The README's revealKey block, run by node against keys the worker made, so the README cannot drift.
+"""docs/dashboard.md's revealKey block, run by node against keys the worker made, so the doc cannot drift.
 
-The block is extracted from README.md ("Showing a user their key") into tests/webapp/, whose
+The block is extracted from docs/dashboard.md ("Showing a user their key") into tests/webapp/, whose
 package.json and package-lock.json pin pg and fernet-nodejs; `npm ci` installs them from the
 registry when they are missing. Skipped only where node is not installed.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from tasks.signup import signup
 from tests.conftest import TEST_ENV
-from tests.readme_blocks import KEY_SECTION, blocks, section
+from tests.readme_blocks import DASHBOARD, KEY_SECTION, blocks, section
 from tests.standin.proxy import token
 from worker.credits import keys
 from worker.credits.accounts import ensure_account
@@ -34,7 +34,7 @@ ENV = {**os.environ, "DATABASE_URL": TEST_ENV["DATABASE_URL"].replace("+psycopg"
 
 @pytest.fixture(scope="module")
 def webapp() -> Path:
-    (js,) = blocks(section(KEY_SECTION), "js")
+    (js,) = blocks(section(KEY_SECTION, DASHBOARD), "js")
     assert "export async function revealKey(client, userId, fernetKey)" in js
     imports = {line.split(" from ")[-1].strip('";') for line in js.splitlines() if line.startswith("import ")}
     assert imports == {"fernet-nodejs"}, "the block uses pg's client and one Fernet package, nothing else"

@@ -174,14 +174,12 @@ def test_spend_logs_filter_by_api_key_on_the_real_proxy(real):
 
 
 def test_the_readme_read_only_role_reads_spend_rows_and_keys(real):
-    """README's role for LITELLM_DATABASE_URL, created as written on the real proxy's database
-    (under another name): the direct source and reconcile's key source both read through it."""
-    from tests.readme_blocks import README
+    """docs/spend-sync.md's role for LITELLM_DATABASE_URL, created as written on the real proxy's
+    database (under another name): the direct source and reconcile's key source both read through it."""
+    from tests.readme_blocks import proxy_reader_role
     from worker.credits import key_sources
 
-    text = README.read_text()
-    start = text.index("CREATE ROLE credits_reader")
-    sql = text[start:text.index("```", start)]
+    sql = proxy_reader_role()
     database = REAL_DB.rsplit("/", 1)[1]
     role = f"credits_reader_{uuid.uuid4().hex[:6]}"
     sql = sql.replace("credits_reader", role).replace("DATABASE litellm ", f"DATABASE {database} ")

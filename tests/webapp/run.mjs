@@ -1,4 +1,4 @@
-// Runs the README's block (written next to this file as readme.mjs by tests/test_webapp_key.py):
+// Runs docs/dashboard.md's block (written next to this file as readme.mjs by tests/test_webapp_key.py):
 //   node run.mjs reveal|wait USER_ID   (DATABASE_URL, KEY_ENCRYPTION_KEY from the environment)
 // Prints one JSON line: {"key": "sk-..." | null}.
 import pg from "pg";
