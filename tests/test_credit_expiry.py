@@ -136,12 +136,39 @@ def test_spend_racing_the_expiry(expiring_signup, proxy):
     credited, spent, remaining, savings = figures()
     assert (credited, spent, remaining) == (Decimal("0.25"), Decimal("0.75"), Decimal("-0.5"))
     assert budget(proxy) == 0.25  # the proxy refuses the next call
-    # A row of before the expiry filed only now (later than the sync can see): the expiry stands,
-    # and that spend rests on whatever credit comes next.
+    # A row of before the expiry filed only now, after the expiry was settled: it burns the grant
+    # it would have burned on time, and the expiry gives that much back.
     spend("0.1", expires - timedelta(hours=1), "very-late")
     expire_due()
-    assert expiries() == {"expiry:signup:" + USER: Decimal("-1.75")}
-    assert figures()[:3] == (Decimal("0.25"), Decimal("0.85"), Decimal("-0.6"))
+    assert expiries() == {"expiry:signup:" + USER: Decimal("-1.75"),
+                          f"expiry:signup:{USER}:late:1": Decimal("0.1")}
+    assert figures()[:3] == (Decimal("0.35"), Decimal("0.85"), Decimal("-0.5"))
+
+
+def test_spend_filed_after_the_expiry_was_settled_burns_the_expired_grant(expiring_signup, proxy):
+    """Issue 20, 3: a row dated before the expiry that arrives after it was settled (a long
+    streaming call, the proxy's batch write) is debited against the expiring grant, not against
+    paid credit: the user ends up with what they would have had if it had come on time."""
+    from worker.credits.audit import audit_all
+
+    pay("p1", T0 + timedelta(hours=1))
+    spend("0.5", T0 + timedelta(hours=2), "a")
+    sync_cursor(T0 + DAY + timedelta(minutes=3))
+    assert expire_due().expired == {"signup:" + USER: Decimal("1.5")}
+    assert figures()[2] == Decimal(10) and budget(proxy) == 10.5
+    # Three minutes after the expiry, a call that started an hour before it is filed: 3 USD, more
+    # than was left of the signup grant (1.5 of it burns that, the rest the payment).
+    spend("3", T0 + DAY - timedelta(hours=1), "late")
+    report = expire_due()
+    assert report.given_back == {"signup:" + USER: Decimal("1.5")}
+    credited, spent, remaining, savings = figures()
+    # On time: the signup grant's 2 all spent, 1.5 of the payment; nothing would have expired.
+    assert (credited, spent, remaining) == (Decimal(12), Decimal("3.5"), Decimal("8.5"))
+    assert savings == Decimal("2") + Decimal("1.5") / 2
+    assert budget(proxy) == 12
+    # Found again (the watermark lags by minutes): written once.
+    assert expire_due().given_back == {}
+    assert len(expiries()) == 2 and not audit_all().mismatches
 
 
 def test_refund_after_an_expiry(expiring_signup, proxy):

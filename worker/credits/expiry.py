@@ -4,8 +4,9 @@ A grant expires only once the spend sync's cursor has passed its expiry: all usa
 the expiry is then in the ledger, and what is left of the grant (grant_burn in migration 0008:
 spend burns the grant that expires soonest first, then the oldest) is final. It leaves as one
 `expiry` entry keyed `expiry:<grant key>`, even when nothing is left, so each grant is settled
-once; then the key's max_budget falls to the new credited total. The beat runs this under its
-own lock, as reconcile does.
+once; then the key's max_budget falls to the new credited total. Spend dated before the expiry
+that arrives after it was settled corrects it (worker/credits/expiry_corrections.py). The beat
+runs this under its own lock, as reconcile does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from decimal import Decimal
 from sqlalchemy import select, text
 
 from worker.alerts.checks import check_alerts
-from worker.credits import ledger
+from worker.credits import expiry_corrections, ledger
 from worker.credits.accounts import sync_key
 from worker.db import Lock, exclusive, session_scope
 from worker.errors import Rejected
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 class Report:
     until: datetime | None = None
     expired: dict[str, Decimal] = field(default_factory=dict)  # grant key -> USD that left
+    given_back: dict[str, Decimal] = field(default_factory=dict)  # grant key -> USD a correction returned
     errors: list[str] = field(default_factory=list)
 
 
@@ -52,16 +54,18 @@ def expire_alone() -> Report | None:
 def expire_due() -> Report:
     """Settle every grant whose expiry the spend sync cursor has passed. A failing account is
     reported and left for the next run; a fault common to all (the database) raises."""
+    report = Report()
+    correct_late_spend(report)
     with session_scope() as session:
         found = cursor(session)
         if found is None:
-            return Report()
+            return report
         until = found.position
         users = session.execute(text(
             "SELECT DISTINCT g.user_id FROM ledger_entries g WHERE g.expires_at <= :until AND NOT EXISTS "
             "(SELECT 1 FROM ledger_entries x WHERE x.idempotency_key = 'expiry:' || g.grant_key)"
         ), {"until": until}).scalars().all()
-    report = Report(until=until)
+    report.until = until
     for user_id in sorted(users):
         try:
             report.expired.update(expire_account(user_id, until))
@@ -71,6 +75,27 @@ def expire_due() -> Report:
             log.warning("credit expiry of %s failed: %s", user_id, exc)
             report.errors.append(f"{user_id}: {exc}")
     return report
+
+
+def correct_late_spend(report: Report) -> None:
+    """Give back what expiries took too much, now that spend dated before them has arrived."""
+    with session_scope() as session:
+        users, upto = expiry_corrections.accounts_with_late_spend(session)
+    for user_id in users:
+        with session_scope() as session:
+            given = expiry_corrections.correct_account(session, user_id)
+        if given:
+            log.warning("expiry corrected for spend filed late", extra={
+                "user_id": user_id, "given_back": {k: str(v) for k, v in given.items()}})
+            report.given_back.update(given)
+        try:
+            sync_key(user_id, provision_unsigned=False)
+            check_alerts([user_id])
+        except (ProxyError, Rejected) as exc:  # the correction is in; reconcile pushes the budget
+            log.warning("budget push after an expiry correction of %s failed: %s", user_id, exc)
+            report.errors.append(f"{user_id}: {exc}")
+    with session_scope() as session:
+        expiry_corrections.store_watermark(session, upto)
 
 
 def expire_account(user_id: str, until: datetime) -> dict[str, Decimal]:
@@ -91,6 +116,6 @@ def expire_account(user_id: str, until: datetime) -> dict[str, Decimal]:
                 written[grant_key] = left
     if written:
         log.info("credit expired", extra={"user_id": user_id, "expired": {k: str(v) for k, v in written.items()}})
-    sync_key(user_id)
+    sync_key(user_id, provision_unsigned=False)  # an account with no signup gets its key from the signup
     check_alerts([user_id])
     return written

@@ -1,0 +1,82 @@
+"""Spend filed after a grant's expiry was settled, but dated before it: the expiry gives some back.
+
+A grant is settled when the spend cursor passes its expiry (worker/credits/expiry.py). A usage
+row dated before the expiry can still arrive later: a long streaming call, the proxy's batch
+write, a window's verification (up to SPEND_VERIFY_S), reconcile's repair. Had it been on time, it
+would have burned the expiring grant, and less of that grant would have left. So instead of
+burning paid credit, the grant's expiry is corrected: an append-only `expiry` entry of the grant,
+crediting back what the expiry took too much. The user's remaining credit is then what it would
+have been had the row arrived on time. grant_burn (migration 0010) counts every `expiry` entry
+of a grant as what left it.
+
+Which accounts to look at: usage entries written since the last run (a ledger id watermark in
+expiry_late_cursor) that are dated before an expiry entry written earlier. The scan's cost is the
+new usage since the last run, never an account's history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from worker.credits import ledger
+from worker.models import Account
+
+# Entries this recent may still have company in flight with lower ids (ids are taken at insert,
+# and a transaction commits later): they are looked at again by the next run. A correction
+# found twice is written once, since it is the difference between two sums.
+SETTLE_LAG = "10 minutes"
+
+
+def accounts_with_late_spend(session: Session) -> tuple[list[str], int]:
+    """(accounts with usage written after one of their expiries but dated before it, the
+    watermark to store once they are corrected)."""
+    after = session.execute(text("SELECT after_entry_id FROM expiry_late_cursor")).scalar() or 0
+    upto = session.execute(text(
+        "SELECT coalesce(max(id), :after) FROM ledger_entries WHERE id > :after "
+        f"AND created_at < now() - interval '{SETTLE_LAG}'"), {"after": after}).scalar()
+    users = session.execute(text(
+        "SELECT DISTINCT u.user_id FROM ledger_entries u "
+        "JOIN ledger_entries x ON x.user_id = u.user_id AND x.kind = 'expiry' AND x.id < u.id "
+        "  AND u.occurred_at < x.occurred_at "
+        "WHERE u.id > :after AND u.kind = 'usage' ORDER BY 1"), {"after": after}).scalars().all()
+    return list(users), upto
+
+
+def store_watermark(session: Session, upto: int) -> None:
+    session.execute(text("UPDATE expiry_late_cursor SET after_entry_id = greatest(after_entry_id, :upto), "
+                         "updated_at = now()"), {"upto": upto})
+
+
+def correct_account(session: Session, user_id: str) -> dict[str, Decimal]:
+    """Append the corrections of this account's settled grants; returns USD given back by grant.
+    The caller holds no lock; this takes the account's, as the expiry itself does."""
+    session.execute(select(Account.user_id).where(Account.user_id == user_id).with_for_update())
+    rows = session.execute(text(
+        "SELECT b.grant_key, b.expired_left, -sum(x.credit_usd), count(x.id) "
+        "FROM grant_burn(:u, now()) b "
+        "JOIN ledger_entries x ON x.grant_key = b.grant_key AND x.kind = 'expiry' AND x.user_id = :u "
+        "WHERE b.expired_left IS NOT NULL GROUP BY b.grant_key, b.expired_left"), {"u": user_id}).all()
+    given = {}
+    for grant_key, should_leave, left, entries in rows:
+        back = ledger.money(Decimal(left) - Decimal(should_leave))
+        if back <= 0:
+            # Never taken further: spend is only ever added, so an expiry can only have taken
+            # too much. Less left than it should would need usage to vanish from the ledger.
+            continue
+        # The nth entry of this grant's expiry: two runs finding the same difference under the
+        # account lock write it once.
+        key = f"expiry:{grant_key}:late:{entries}"
+        if ledger.record(session, user_id=user_id, kind="expiry", idempotency_key=key, grant_key=grant_key,
+                         credit=back, occurred_at=_expired_at(session, grant_key),
+                         details={"corrects": f"expiry:{grant_key}", "given_back_usd": format(back, "f")}):
+            given[grant_key] = back
+    return given
+
+
+def _expired_at(session: Session, grant_key: str) -> datetime:
+    return session.execute(text("SELECT occurred_at FROM ledger_entries WHERE idempotency_key = :k"),
+                           {"k": f"expiry:{grant_key}"}).scalar_one()
