@@ -206,11 +206,14 @@ class AdjustmentEvent(Event):
         return adjustment_key(self.reference)
 
 
-# A user typed a promo code into the web app.
+# A user typed a promo code into the web app. Signed like every other event: a redemption credits
+# whoever it names. redeemed_at is the producer's claim, recorded only: the worker's own clock
+# decides whether the code has expired and dates the credit.
 class RedeemEvent(Event):
     user_id: UserId
     code: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     redeemed_at: EventTime
+    signature: Signature | None = None
 
 
 EVENT_MODELS: dict[str, type[Event]] = {

@@ -26,4 +26,5 @@ def adjustment(event: dict[str, Any]) -> None:
 def redeem(event: dict[str, Any]) -> None:
     parsed = RedeemEvent.model_validate(event)
     add_context(user_id=parsed.user_id)
+    signing.check(event)  # a redemption credits whoever it names
     apply_redemption(parsed)

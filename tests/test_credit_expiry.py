@@ -90,22 +90,24 @@ def test_unspent_signup_credit_leaves_once_the_sync_has_read_past_its_expiry(exp
 
 
 def test_spend_burns_the_grant_that_expires_soonest_first(proxy):
-    signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": T0.isoformat()}})  # never expires
+    # Redemptions are dated by the worker's clock: this account's history is laid out from now.
+    now = datetime.now(UTC)
+    signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": now.isoformat()}})  # never expires
     runner = CliRunner()
     codes = {}
     for days in (10, 3):
         out = runner.invoke(app, ["codes", "create", "--amount-usd", "5", "--credit-expires-days", str(days),
                                   "--json"])
         codes[days] = json.loads(out.stdout)[0]["code"]
-        redeem.apply(kwargs={"event": {"user_id": USER, "code": codes[days], "redeemed_at": T0.isoformat()}})
-    spend("6", T0 + DAY, "a")  # 5 from the 3-day code, 1 from the 10-day one, none from the signup
-    sync_cursor(T0 + 4 * DAY)
+        redeem.apply(kwargs={"event": {"user_id": USER, "code": codes[days], "redeemed_at": now.isoformat()}})
+    spend("6", now + DAY, "a")  # 5 from the 3-day code, 1 from the 10-day one, none from the signup
+    sync_cursor(now + 4 * DAY)
     expire_due()
     with session_scope() as session:
         (three_day,) = session.execute(text("SELECT idempotency_key FROM ledger_entries WHERE kind = 'promo' "
-                                            "AND expires_at = :t"), {"t": T0 + 3 * DAY}).scalars().all()
+                                            "AND expires_at < :t"), {"t": now + 4 * DAY}).scalars().all()
     assert expiries() == {f"expiry:{three_day}": Decimal(0)}  # settled, nothing left
-    sync_cursor(T0 + 11 * DAY)
+    sync_cursor(now + 11 * DAY)
     expire_due()
     assert sorted(expiries().values()) == [Decimal(-4), Decimal(0)]
     assert figures() == (Decimal(8), Decimal(6), Decimal(2), Decimal(6))  # all free credit: all saved

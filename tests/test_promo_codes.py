@@ -89,16 +89,62 @@ def test_redeem_credits_once_per_code_and_user_and_pushes_the_budget(proxy):
 
 def test_unknown_expired_and_used_up_codes_are_dead_lettered(proxy):
     redeem.apply(kwargs={"event": redemption("PROMO-NOPE-NOPE-NOPE-NOPE")})
-    (old,) = create("--expires", "2026-11-22T10:00:00+00:00")
-    redeem.apply(kwargs={"event": redemption(old)})  # redeemed at the very instant it expires
-    redeem.apply(kwargs={"event": redemption(old, at="2026-11-22T09:59:59Z")})  # just before: fine
+    expired = datetime.now(UTC) - timedelta(minutes=1)
+    (old,) = create("--expires", expired.isoformat())
+    # A claimed time before the expiry does not revive the code: the worker's clock decides.
+    redeem.apply(kwargs={"event": redemption(old, at=(expired - timedelta(days=1)).isoformat())})
+    (live,) = create("--expires", (datetime.now(UTC) + timedelta(days=1)).isoformat())
+    redeem.apply(kwargs={"event": redemption(live)})
     (once,) = create("--max-uses", "1")
     redeem.apply(kwargs={"event": redemption(once, "first")})
     redeem.apply(kwargs={"event": redemption(once, "second")})
     assert reasons() == ["unknown code", "expired", "used up"]
     assert credited(USER) == 5 and credited("first") == 5 and credited("second") == 0
     states = {c["hint"][-4:]: c["state"] for c in json.loads(cli("codes", "list", "--json").stdout)}
-    assert states == {old[-4:]: "expired", once[-4:]: "used up"}
+    assert states == {old[-4:]: "expired", live[-4:]: "active", once[-4:]: "used up"}
+
+
+def test_expiring_credit_is_dated_by_the_worker_not_by_the_claim(proxy):
+    """Issue 20, 1: a redemption dated years back would have made its credit expire at once and
+    burn the account's old usage, turning expiring credit into credit spent long ago."""
+    signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": "2020-01-01T00:00:00Z"}})
+    with session_scope() as session:
+        ledger.record(session, user_id=USER, kind="usage", idempotency_key="spend:old", spent=Decimal(2),
+                      occurred_at=datetime(2020, 1, 2, tzinfo=UTC))
+    (code,) = create("--credit-expires-days", "1")
+    before = datetime.now(UTC)
+    redeem.apply(kwargs={"event": redemption(code, at="2020-01-01T12:00:00Z")})
+    (promo,) = promos()
+    assert promo.occurred_at >= before and promo.expires_at >= before + timedelta(days=1)
+    assert promo.details["redeemed_at"] == "2020-01-01T12:00:00+00:00"  # the claim, recorded
+    with session_scope() as session:
+        balance = ledger.balance(session, USER)
+    assert (balance.credited_usd, balance.remaining_usd) == (Decimal(7), Decimal(5))
+
+
+def test_a_redemption_before_the_signup_makes_no_key(proxy):
+    (code,) = create()
+    redeem.apply(kwargs={"event": redemption(code, "ghost")})
+    assert credited("ghost") == 5 and proxy.key_by_alias("test-ghost") is None
+    signup.apply(kwargs={"event": {"user_id": "ghost", "occurred_at": AT}})
+    assert proxy.key_by_alias("test-ghost")["max_budget"] == 7  # made once, at the full total
+
+
+def test_redemptions_are_signed_like_every_other_event(monkeypatch, proxy):
+    from worker.settings import get_settings
+
+    monkeypatch.setenv("EVENT_SIGNING_SECRET", "s" * 32)
+    get_settings.cache_clear()
+    (code,) = create()
+    redeem.apply(kwargs={"event": redemption(code, "mallory")})  # pushed to Redis by hand, unsigned
+    assert reasons() == ["missing signature (EVENT_SIGNING_SECRET is set, so payments, refunds, adjustments "
+                         "and redemptions must be signed)"]
+    assert credited("mallory") == 0
+    from worker import signing
+
+    signed = {**redemption(code, "mallory"), "signature": signing.sign(redemption(code, "mallory"), "s" * 32)}
+    redeem.apply(kwargs={"event": signed})
+    assert credited("mallory") == 5
 
 
 def test_many_users_redeeming_one_code_at_once_never_pass_max_uses(proxy):

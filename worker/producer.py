@@ -44,10 +44,10 @@ def _signed(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "signature": signing.sign(event, secret.get_secret_value())}
 
 
-def _publish(task: str, model: type[BaseModel], event: BaseModel | dict[str, Any], signed: bool = True) -> str:
+def _publish(task: str, model: type[BaseModel], event: BaseModel | dict[str, Any]) -> str:
     """Validate (raising pydantic.ValidationError on bad input) and enqueue; returns the task id."""
     body = model.model_validate(event).model_dump(mode="json", exclude_none=True, exclude={"signature"})
-    return enqueue(task, _signed(body) if signed else body)
+    return enqueue(task, _signed(body))
 
 
 def publish_signup(event: SignupEvent | dict[str, Any]) -> str:
@@ -67,4 +67,4 @@ def publish_adjustment(event: AdjustmentEvent | dict[str, Any]) -> str:
 
 
 def publish_redeem(event: RedeemEvent | dict[str, Any]) -> str:
-    return _publish("events.redeem", RedeemEvent, event, signed=False)  # redemptions carry no signature
+    return _publish("events.redeem", RedeemEvent, event)

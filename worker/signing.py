@@ -30,7 +30,7 @@ def sign(event: dict[str, Any], secret: str) -> str:
     return hmac.new(secret.encode(), canonical(event), hashlib.sha256).hexdigest()
 
 
-PAYMENTS_SIGNED = "EVENT_SIGNING_SECRET is set, so payments, refunds and adjustments must be signed"
+PAYMENTS_SIGNED = "EVENT_SIGNING_SECRET is set, so payments, refunds, adjustments and redemptions must be signed"
 SIGNUPS_SIGNED = "EVENT_SIGNING_SECRET is set and SIGNUPS_MUST_BE_SIGNED is on, so signups must be signed"
 
 
@@ -52,7 +52,7 @@ def verify(event: dict[str, Any], secret: str, why: str = PAYMENTS_SIGNED) -> st
 
 
 def check(event: dict[str, Any]) -> None:
-    """Rejected unless a payment, refund or adjustment is signed right, when EVENT_SIGNING_SECRET is set."""
+    """Rejected unless a payment, refund, adjustment or redemption is signed right, when EVENT_SIGNING_SECRET is set."""
     secret = get_settings().event_signing_secret
     if secret is not None:
         problem = verify(event, secret.get_secret_value())
