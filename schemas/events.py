@@ -158,7 +158,9 @@ class RefundEvent(Event):
     provider: Provider = "paystack"
     refund_reference: Reference
     payment_reference: Reference
-    user_id: UserId
+    # Optional: a refund naming no user is its payment's user's (Paystack's refund.processed
+    # carries none). Named, it must be the payment's user.
+    user_id: UserId | None = None
     amount_minor: MinorUnits
     currency: Currency
     refunded_at: EventTime

@@ -10,7 +10,7 @@ from worker import signing
 from worker.alerts.checks import check_alerts
 from worker.credits.accounts import sync_key
 from worker.credits.payment_batch import apply_payment_batch
-from worker.credits.refunds import apply_refund
+from worker.credits.refunds import apply_refund, refund_user
 from worker.db import session_scope
 from worker.delivery.batching import batch_event_task
 from worker.delivery.policy import event_task
@@ -34,6 +34,9 @@ def refund(event: dict[str, Any]) -> None:
     add_context(user_id=parsed.user_id, idempotency_key=parsed.idempotency_key)
     signing.check(event)
     with session_scope() as session:
+        # A refund may name no user (Paystack's does not): it is its payment's user's.
+        parsed = parsed.model_copy(update={"user_id": refund_user(session, parsed)})
+        add_context(user_id=parsed.user_id)
         apply_refund(session, parsed)
     sync_key(parsed.user_id, provision_unsigned=False)  # as for payments: the signup makes the key
     check_alerts([parsed.user_id])

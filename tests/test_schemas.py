@@ -33,7 +33,7 @@ def test_no_stray_schema_files():
     [
         ("signup", ["user_id", "occurred_at"]),
         ("payment", ["reference", "user_id", "amount_minor", "currency", "paid_at"]),
-        ("refund", ["refund_reference", "payment_reference", "user_id", "amount_minor", "currency", "refunded_at"]),
+        ("refund", ["refund_reference", "payment_reference", "amount_minor", "currency", "refunded_at"]),
         ("adjustment", ["user_id", "amount_usd", "reason", "reference", "actor", "occurred_at"]),
         ("redeem", ["user_id", "code", "redeemed_at"]),
     ],

@@ -12,8 +12,26 @@ from worker.errors import NotYet, Rejected
 from worker.models import Account
 
 
+def refund_user(session: Session, event: RefundEvent) -> str:
+    """Whose refund this is: the event's user, else its payment's (a Paystack refund names none)."""
+    if event.user_id is not None:
+        return event.user_id
+    payment = ledger.entry(session, event.payment_key)
+    if payment is None:
+        raise NotYet(_unknown(event))
+    return payment.user_id
+
+
+def _unknown(event: RefundEvent) -> str:
+    # Its payment may still be on the way (sent at the same instant, or held back in a queue):
+    # retried with backoff, dead-lettered with this reason after the last retry.
+    user = f" for user {event.user_id!r}" if event.user_id is not None else ""
+    return f"refund of unknown payment {event.payment_reference!r}{user}"
+
+
 def apply_refund(session: Session, event: RefundEvent) -> bool:
     """Reverse the refunded share of the payment's credit and amount paid, once per refund."""
+    event = event.model_copy(update={"user_id": refund_user(session, event)})
     # Serialise refunds of one account before anything is read: a duplicate delivered
     # concurrently must then see the first copy's entry (a no-op), not find nothing left to
     # refund and be dead-lettered; and two different refunds cannot both pass the check below.
@@ -21,10 +39,8 @@ def apply_refund(session: Session, event: RefundEvent) -> bool:
     if _already_applied(session, event):
         return False
     payment = ledger.entry(session, event.payment_key)
-    unknown = f"refund of unknown payment {event.payment_reference!r} for user {event.user_id!r}"
+    unknown = _unknown(event)
     if payment is None:
-        # Its payment may still be on the way (sent at the same instant, or held back in a queue):
-        # retried with backoff, dead-lettered with this reason after the last retry.
         raise NotYet(unknown)
     if payment.user_id != event.user_id:
         raise Rejected(unknown)
