@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -62,7 +62,9 @@ class Settings(BaseSettings):
 
     payment_plans: Annotated[list[Decimal], NoDecode] = [Decimal(5), Decimal(15), Decimal(20)]
     credit_multiplier: Decimal = Field(default=Decimal("2"), gt=0)
-    plan_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    # USD only: credit and paid_usd are USD, and no conversion from another currency exists yet.
+    # Another currency would have credited its units as dollars.
+    plan_currency: str = "USD"
     # Unset (the variable absent): signing off. Set, it must be a real secret (see _real_secret).
     event_signing_secret: SecretStr | None = None
     # With the secret set: unsigned signups are refused too (a forged early signup would set a
@@ -92,6 +94,7 @@ class Settings(BaseSettings):
     # 10^9: the ledger's numeric(20, 10) holds under 10^10, and a row under the cap must fit it.
     spend_row_max_usd: Decimal = Field(default=Decimal(1000), gt=0, lt=Decimal(10**9))
     spend_page_size: int = Field(default=1000, ge=100, le=1000)
+    # Not in the future: the cursor starts here, and expiry would settle grants before their spend.
     spend_sync_start: datetime | None = None
     # A read-only DSN to the proxy's own PostgreSQL (or its replica): spend rows are then read from
     # "LiteLLM_SpendLogs" directly instead of through the HTTP API.
@@ -136,6 +139,24 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("plan_currency")
+    @classmethod
+    def _usd_only(cls, value: str) -> str:
+        if value.strip().upper() != "USD":
+            raise ValueError(f"is {value!r}, but only USD is supported: no conversion to the USD of credit exists "
+                             "yet, and another currency's units would be credited as dollars")
+        return "USD"
+
+    @field_validator("spend_sync_start")
+    @classmethod
+    def _not_ahead(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # no offset: UTC
+        if value is not None and value > datetime.now(UTC):
+            raise ValueError("is in the future; the spend cursor would start past spend not yet read and expire "
+                             "credit early (set a past time with an offset, e.g. 2026-01-01T00:00:00Z, or unset it)")
+        return value
 
     @field_validator("event_signing_secret")
     @classmethod
