@@ -118,6 +118,16 @@ def test_payment_reference_of_another_user_is_rejected(proxy):
         assert session.get(Account, "mallory") is None
 
 
+def test_payment_reference_reused_with_another_amount_is_dead_lettered_naming_both(proxy):
+    """Issue 20, 6: acknowledged as a duplicate, the second payment's money was never credited."""
+    payment.apply(kwargs={"event": pay()})
+    payment.apply(kwargs={"event": {**pay(), "amount_minor": 1500}})
+    payment.apply(kwargs={"event": pay()})  # the same payment again: a duplicate, done
+    assert [d.reason for d in letters()] == [
+        "payment reference 'pay-1' was already credited for 5.00 USD; this event says 15.00 USD"]
+    assert len(entries("payment")) == 1
+
+
 def test_two_users_racing_on_one_reference_credit_one_and_reject_the_other(proxy):
     def race(n: int) -> None:
         with ThreadPoolExecutor(2) as pool:

@@ -75,6 +75,12 @@ def owners(session: Session, idempotency_keys: list[str]) -> dict[str, str]:
     return dict(found.all())
 
 
+def entries(session: Session, idempotency_keys: list[str]) -> dict[str, LedgerEntry]:
+    """These entries by idempotency key (those that exist), in one statement."""
+    found = session.execute(select(LedgerEntry).where(LedgerEntry.idempotency_key.in_(idempotency_keys)))
+    return {e.idempotency_key: e for e in found.scalars()}
+
+
 def credited_totals(session: Session, user_ids: list[str]) -> dict[str, Decimal]:
     """What each key's max_budget must be, from the one definition (the view account_credits)."""
     totals = dict(session.execute(

@@ -37,6 +37,17 @@ def credit_for(event: PaymentEvent) -> tuple[Decimal, Decimal]:
     return amount, amount * s.credit_multiplier
 
 
+def _conflict(event: PaymentEvent, user_id: str, paid: Decimal, currency: str | None) -> Rejected | None:
+    """Why this event is not a duplicate of the entry its reference already has, or None."""
+    if user_id != event.user_id:
+        return Rejected(f"payment reference {event.reference!r} was already credited to another user")
+    amount = major_units(event.amount_minor, event.currency)
+    if (paid, currency) != (amount, event.currency):
+        return Rejected(f"payment reference {event.reference!r} was already credited for {paid:.2f} {currency}; "
+                        f"this event says {amount:.2f} {event.currency}")
+    return None
+
+
 def apply_payments(session: Session, events: Sequence[PaymentEvent]) -> list[Rejected | None]:
     """One credit of price x multiplier per (provider, reference), for a batch of payments in a
     few statements; returns, per event, why it was refused (nothing written for it) or None."""
@@ -62,12 +73,16 @@ def apply_payments(session: Session, events: Sequence[PaymentEvent]) -> list[Rej
     # A payment before its signup creates the account (the signup fills in the email).
     created = {user_id for user_id in users if user_id not in known and ensure_account(session, user_id)}
     written = ledger.record_many(session, [entries[key] for key in sorted(entries)])
-    # Owners checked after the insert, not before: two users racing on one reference both pass a
-    # check made first, and the loser's insert would then be silently skipped as a duplicate.
-    owner = {key: entries[key]["user_id"] for key in written} | ledger.owners(session, sorted(set(entries) - written))
+    # Checked after the insert, not before: two events racing on one reference both pass a check
+    # made first, and the loser's insert would then be silently skipped as a duplicate. What
+    # stands is the entry written first; only an event that says the same is its duplicate.
+    earlier = ledger.entries(session, sorted(set(entries) - written))
+    standing = {key: (entries[key]["user_id"], entries[key]["paid_usd"], entries[key]["details"]["currency"])
+                for key in written}
+    standing |= {key: (e.user_id, e.paid_usd, (e.details or {}).get("currency")) for key, e in earlier.items()}
     for i, event in enumerate(events):
-        if refused[i] is None and owner[event.idempotency_key] != event.user_id:
-            refused[i] = Rejected(f"payment reference {event.reference!r} was already credited to another user")
+        if refused[i] is None:
+            refused[i] = _conflict(event, *standing[event.idempotency_key])
     # An account made just now for payments that were all refused is taken back, as a rollback
     # would: nobody else can see it before this transaction commits.
     credited = {event.user_id for event, no in zip(events, refused, strict=True) if no is None}
