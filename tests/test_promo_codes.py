@@ -184,3 +184,17 @@ def test_redeem_through_a_real_worker_with_the_code_masked_in_kwargsrepr(workers
     assert credited() == 7 and proxy.key_by_alias(f"test-{USER}")["max_budget"] == 7
     assert reasons() == ["already redeemed by this user"]
     assert code not in workers.output()
+
+
+def test_dead_letters_show_no_promo_code_but_replay_still_has_it(proxy):
+    """Issue 20, 8: `dead-letters show` printed a redemption's code, a bearer credential."""
+    (code,) = create("--max-uses", "1")
+    redeem.apply(kwargs={"event": redemption(code, "first")})
+    redeem.apply(kwargs={"event": redemption(code, "second")})  # used up: dead-lettered
+    with session_scope() as session:
+        letter_id = session.execute(select(DeadLetter.id)).scalar_one()
+    shown_row = json.loads(cli("dead-letters", "show", str(letter_id), "--json").stdout)
+    assert code not in json.dumps(shown_row) and '"code": "***"' in shown_row["payload"]
+    assert code not in cli("dead-letters", "list").stdout
+    with session_scope() as session:
+        assert code in session.get(DeadLetter, letter_id).payload  # kept for the replay

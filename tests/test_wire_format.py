@@ -206,3 +206,23 @@ def test_message_missing_a_required_field_is_dead_lettered(workers, proxy, redis
     wait_for(lambda: credited("carol") == Decimal(2), 20, "the next message to be applied")
     wait_for(dead_letters, 10, "a dead letter for the broken message")
     assert credited("mallory") is None
+
+
+def test_callbacks_in_the_embed_are_refused_not_run(workers, proxy, redis_client):
+    """Issue 20, 8: Celery would run a producer's callbacks after our task, here an adjustment
+    minting 1,000 USD riding on a signup."""
+    mint = {"task": "events.adjustment", "args": [], "options": {}, "immutable": True, "subtask_type": None,
+            "kwargs": {"event": {"user_id": "mallory", "amount_usd": "1000", "reason": "x", "reference": "m1",
+                                 "actor": "m", "occurred_at": "2026-11-20T10:00:00Z"}}}
+    message = hand_built("events.signup", {**SIGNUP, "user_id": "mallory"})
+    body = json.loads(base64.b64decode(message["body"]))
+    body[2] = {"callbacks": [mint], "errbacks": None, "chain": [mint], "chord": None}
+    message["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+    workers.start()
+    push(redis_client, "events.signup", message)
+    push(redis_client, "events.signup", minimal("events.signup", SIGNUP))
+    wait_for(lambda: credited("carol") == Decimal(2), 30, "the next message to be applied")
+    wait_for(dead_letters, 10, "a dead letter for the message with callbacks")
+    assert [d.reason for d in dead_letters()] == ["the message's embed carries callbacks, chain; tasks here take none"]
+    with session_scope() as session:
+        assert ledger.entry(session, "adjustment:m1") is None and session.get(Account, "mallory") is None

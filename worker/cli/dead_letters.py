@@ -17,7 +17,9 @@ def _row(letter: object, full: bool = False) -> dict[str, object]:
     row = {name: getattr(letter, name) for name in
            ("id", "task_name", "status", "attempts", "reason", "first_failed_at", "last_failed_at")}
     if full:
-        row.update(payload=letter.payload, error=letter.error, resolved_at=letter.resolved_at)
+        from worker.delivery.dead_letters import masked
+
+        row.update(payload=masked(letter.payload), error=letter.error, resolved_at=letter.resolved_at)
     return row
 
 

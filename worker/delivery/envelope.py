@@ -105,7 +105,16 @@ def _problem(message: Any, queue: str) -> str | None:
     if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[0], list)
             and isinstance(decoded[1], dict) and (decoded[2] is None or isinstance(decoded[2], dict))):
         return "not a Celery message: the body must be [args, kwargs, embed]"
+    # Celery runs an embed's callbacks, errbacks, chain and chord after (or instead of) the task,
+    # with whatever arguments they carry: a producer could attach an unsigned adjustment to a
+    # signup. Nothing of ours sends them, so any that is not empty is refused.
+    attached = sorted(k for k, v in (decoded[2] or {}).items() if k in CANVAS and v)
+    if attached:
+        return f"the message's embed carries {', '.join(attached)}; tasks here take none"
     return None
+
+
+CANVAS = frozenset({"callbacks", "errbacks", "chain", "chord", "group"})
 
 
 def _ours(task: str) -> bool:
