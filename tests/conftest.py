@@ -36,6 +36,9 @@ TEST_ENV = {
     "LOG_LEVEL": "INFO",
     "SPEND_SYNC_START": "",
     "CREDITS_ENV_FILE": "",
+    # The suite runs unsigned unless a test sets EVENT_SIGNING_SECRET (tests/test_startup.py
+    # checks that without this opt-in nothing starts).
+    "ALLOW_UNSIGNED_EVENTS": "true",
 }
 for _name, _value in TEST_ENV.items():
     os.environ[_name] = _value

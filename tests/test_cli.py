@@ -90,14 +90,15 @@ def test_status_reports_queues_workers_sync_dead_letters_and_drift(workers, prox
     workers.start(queues="spend")
     with session_scope() as session:
         session.execute(text("UPDATE accounts SET budget_pushed_usd = 0 WHERE user_id = :u"), {"u": USER})
-    found = as_json("status", "--timeout", "3")
+    found = json.loads(run("status", "--timeout", "3", "--json", code=1).stdout)  # 1: a dead letter is open
     assert found["queues"] == {"signups": 1, "payments": 0, "spend": 0, "periodic": 0} and found["unacked"] == 0
     assert len(found["workers"]) == 1 and found["workers"][0].startswith("w0-")
     assert found["dead_letters_open"] == 1 and found["drift_accounts"] == 1
     assert found["dead_letters"] == [{"task": "events.signup", "reason": "rejected", "count": 1}]
     assert "lag_seconds" in found["spend_sync"]
-    table = run("status").stdout
-    assert "queue signups" in table and "accounts drifted" in table
+    shown = run("status", code=1)
+    assert "queue signups" in shown.stdout and "accounts drifted" in shown.stdout
+    assert_one_line_error(shown, "1 dead letters open")
 
 
 def test_status_without_redis_is_one_line_and_nonzero(monkeypatch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import timedelta
 
 from celery import Celery, signals
@@ -71,6 +70,11 @@ def make_app() -> Celery:
                 "schedule": timedelta(seconds=s.spend_sync_interval_s),
                 "options": {"queue": ROUTES["spend.sync"], "expires": s.spend_sync_interval_s},
             },
+            "spend-retention": {
+                "task": "spend.retention",
+                "schedule": timedelta(hours=1),
+                "options": {"queue": ROUTES["spend.retention"], "expires": 3600},
+            },
             "reconcile": {
                 "task": "ops.reconcile",
                 "schedule": timedelta(seconds=s.reconcile_interval_s),
@@ -108,11 +112,12 @@ def _before_pool(instance: object = None, **_: object) -> None:
     # Celery's start-up warnings. Metrics: the multiprocess directory must be set before any
     # child can observe a proxy request.
     s = get_settings()
-    # The worker calls the proxy and encrypts keys; other processes (serve, producers) need neither.
-    for name in ("litellm_master_key", "key_encryption_key"):
-        if getattr(s, name) is None:
-            print(f"invalid settings: {name.upper()} is not set; the worker needs it", file=sys.stderr)
-            raise SystemExit(2)
+    # One line and exit 2, before any task is taken, when the worker could only fail: a secret
+    # it needs missing, signing off without ALLOW_UNSIGNED_EVENTS, the database unreachable or
+    # unmigrated, the master key refused (`run` has checked already).
+    from worker.preflight import startup
+
+    startup.require()
     if s.log_format == "json" and instance is not None:
         instance.quiet = True
         configure()
@@ -136,11 +141,13 @@ def _serve_metrics(**_: object) -> None:
 @signals.worker_ready.connect
 def _say_signing(**_: object) -> None:
     # Once per worker: whether a producer's queue alone can credit money is worth one line.
+    # Running unsigned (ALLOW_UNSIGNED_EVENTS=true) is among the start-up warnings.
+    from worker.preflight import startup
+
+    for warning in startup.warnings:
+        log.warning("%s", warning)
     s = get_settings()
-    if s.event_signing_secret is None:
-        log.warning("event signing is off (EVENT_SIGNING_SECRET unset): "
-                    "unsigned payments, refunds and adjustments are applied")
-    else:
+    if s.event_signing_secret is not None:
         signups = "required" if s.signups_must_be_signed else "checked when present (SIGNUPS_MUST_BE_SIGNED off)"
         log.info("event signing is on: payment, refund and adjustment signatures required, signup signatures %s",
                  signups)

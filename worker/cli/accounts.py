@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 from sqlalchemy import select
 
-from worker.cli.common import CliError, emit, friendly
+from worker.cli.common import ACCOUNTS, CliError, emit, friendly
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=ACCOUNTS)
     @friendly
     def balance(user_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
         """The account's row of the account_balances view."""
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
             raise CliError(f"no account for user {user_id!r}")
         emit(row, json, title=f"balance of {user_id}")
 
-    @app.command()
+    @app.command(rich_help_panel=ACCOUNTS)
     @friendly
     def key(user_id: str, json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
         """Reveal the user's virtual key (decrypted) and its state, for ops."""
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
                     "key": keys.decrypt(account.key_encrypted), "key_hash": account.key_hash}
         emit(info, json, title=f"key of {user_id}")
 
-    @app.command()
+    @app.command(rich_help_panel=ACCOUNTS)
     @friendly
     def ledger(
         user_id: str,

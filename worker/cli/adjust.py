@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import typer
 from pydantic import ValidationError
 
-from worker.cli.common import CliError, emit, friendly
+from worker.cli.common import CREDIT, CliError, emit, friendly
 
 
 def _operator() -> str:
@@ -20,7 +20,7 @@ def _operator() -> str:
 
 def register(app: typer.Typer) -> None:
     # ignore_unknown_options: a negative AMOUNT_USD such as -5 is an argument, not an option.
-    @app.command(context_settings={"ignore_unknown_options": True})
+    @app.command(context_settings={"ignore_unknown_options": True}, rich_help_panel=CREDIT)
     @friendly
     def adjust(
         user_id: str,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli.common import emit, emit_table, err_console, friendly
+from worker.cli.common import OPERATE, emit, emit_table, err_console, friendly
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=OPERATE)
     @friendly
     def audit(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
         """Recompute every account's totals and savings from the ledger; exit 1 if any differs."""

@@ -7,13 +7,13 @@ from decimal import Decimal, InvalidOperation
 
 import typer
 
-from worker.cli.common import CliError, emit, emit_json, friendly
+from worker.cli.common import CREDIT, CliError, emit, emit_json, friendly
 
 group = typer.Typer(help="Promo codes users redeem through events.redeem.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(group, name="codes")
+    app.add_typer(group, name="codes", rich_help_panel=CREDIT)
 
 
 @group.command()

@@ -14,6 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Help panels (`litellm-credits --help`), by purpose.
+RUN = "Run and set up"
+ACCOUNTS = "Accounts"
+CREDIT = "Credit"
+OPERATE = "Operate and repair"
+
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])

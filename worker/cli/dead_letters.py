@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli.common import CliError, emit, friendly
+from worker.cli.common import OPERATE, CliError, emit, friendly
 
 group = typer.Typer(help="Messages that could not be applied.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(group, name="dead-letters")
+    app.add_typer(group, name="dead-letters", rich_help_panel=OPERATE)
 
 
 def _row(letter: object, full: bool = False) -> dict[str, object]:

@@ -6,17 +6,18 @@ import os
 
 import typer
 
-from worker.cli.common import CliError, friendly
+from worker.cli.common import RUN, CliError, friendly
 
 DEFAULT_PASSWORD = "change-me"
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=RUN)
     @friendly
     def flower(
         port: int = typer.Option(5555, min=1, max=65535, help="Port to serve Flower on."),
-        address: str = typer.Option("0.0.0.0", help="Address to listen on."),
+        address: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface, as "
+                                                      "inside a container)."),
     ) -> None:
         """Run Flower (task states, workers, /metrics) with basic auth from settings."""
         from worker.app import app as celery_app

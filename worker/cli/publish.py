@@ -1,4 +1,5 @@
-"""`publish signup|payment|refund`: enqueue one event through the producer API, for ops and smoke tests."""
+"""`publish signup|payment|refund|adjustment|redeem`: enqueue one event through the producer API, for ops
+and smoke tests."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from worker.cli.common import CliError, emit, friendly
+from worker.cli.common import CREDIT, CliError, emit, friendly
 
 group = typer.Typer(help="Enqueue one event, validated (and signed) as a producer would.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(group, name="publish")
+    app.add_typer(group, name="publish", rich_help_panel=CREDIT)
 
 
 def _now() -> str:
@@ -32,7 +33,9 @@ def _publish(task: str, send: Callable[[dict[str, Any]], str], event: dict[str, 
         # One line naming each bad field, as the worker would have dead-lettered it.
         raise CliError(f"invalid {task.removeprefix('events.')} event: {describe(exc)}") from None
     if as_json:
-        emit({"task": task, "task_id": task_id, "event": event}, True)
+        # A promo code is a bearer credential until used up: not echoed into terminals and logs.
+        emit({"task": task, "task_id": task_id, "event": {k: "***" if k == "code" else v for k, v in event.items()}},
+             True)
     else:
         typer.echo(f"{task} enqueued as task {task_id}")
 
@@ -91,3 +94,36 @@ def refund(
              {"user_id": user_id, "refund_reference": refund_reference, "payment_reference": payment_reference,
               "amount_minor": amount_minor, "currency": currency, "provider": provider,
               "refunded_at": at or _now()}, json)
+
+
+@group.command(context_settings={"ignore_unknown_options": True})  # a negative AMOUNT_USD is an argument
+@friendly
+def adjustment(
+    user_id: str,
+    amount_usd: str = typer.Argument(..., help="USD to add, or to take back when negative (e.g. -2.50)."),
+    reason: str = typer.Option(..., help="Why, for the ledger."),
+    reference: str = typer.Option(..., help="Unique reference: the same one twice adjusts once."),
+    actor: str = typer.Option(..., help="Who made it."),
+    at: str = typer.Option(None, "--at", help="occurred_at, ISO 8601 with offset; default now."),
+    json: bool = typer.Option(False, "--json", help="Print the task id and event as JSON."),
+) -> None:
+    """An adjustment through the queue, as a back office would send it (`adjust` applies one here and now)."""
+    from worker.producer import publish_adjustment
+
+    _publish("events.adjustment", publish_adjustment,
+             {"user_id": user_id, "amount_usd": amount_usd, "reason": reason, "reference": reference,
+              "actor": actor, "occurred_at": at or _now()}, json)
+
+
+@group.command()
+@friendly
+def redeem(
+    user_id: str,
+    code: str = typer.Argument(..., help="The promo code the user typed."),
+    at: str = typer.Option(None, "--at", help="redeemed_at, ISO 8601 with offset; default now."),
+    json: bool = typer.Option(False, "--json", help="Print the task id and event as JSON (the code masked)."),
+) -> None:
+    """A promo code redemption, as the web app would send it."""
+    from worker.producer import publish_redeem
+
+    _publish("events.redeem", publish_redeem, {"user_id": user_id, "code": code, "redeemed_at": at or _now()}, json)

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from worker.cli.common import CliError, console, emit, emit_table, friendly
+from worker.cli.common import OPERATE, CliError, console, emit, emit_table, err_console, friendly
+
+if TYPE_CHECKING:
+    from worker.credits.reconcile_report import Report
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=OPERATE)
     @friendly
     def reconcile(
         fix: bool = typer.Option(False, "--fix", help="Push the ledger's total to every drifted key."),
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Check every key's max_budget and spend against the ledger (differences are reported, exit 0)."""
+        """Check every key's max_budget and spend against the ledger; exit 1 if drift is left unfixed.
+
+        Without --fix every difference found is left; with --fix, those it could not repair (and keys
+        it could not check) are."""
         from worker.credits.reconcile import reconcile_alone
 
         report = reconcile_alone(fix=fix)
         if report is None:
             raise CliError("another reconcile is running; try again when it has finished")
+        left = unfixed(report, fix)
         if json:
             emit(report, True)
+            _exit_if(left, fix)
             return
         emit({"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
               "pending keys": len(report.pending), "spend mismatches": len(report.spend_mismatches),
@@ -35,3 +45,21 @@ def register(app: typer.Typer) -> None:
             emit_table([vars(d) for d in report.spend_mismatches], "spend differences (proxy vs ledger)")
         for error in report.errors:
             console.print(f"error: {error}", highlight=False, soft_wrap=True)
+        _exit_if(left, fix)
+
+
+def unfixed(report: Report, fix: bool) -> int:
+    """Differences the run leaves behind: every one found without --fix; with it, those not repaired
+    (spend_mismatches already holds only the ones a repair did not settle)."""
+    budgets = len(report.drifted) + len(report.pending)
+    audit = len(report.ledger_audit.mismatches) if report.ledger_audit else 0
+    left = max(0, budgets - report.fixed) if fix else budgets
+    return left + len(report.spend_mismatches) + audit + len(report.errors)
+
+
+def _exit_if(left: int, fix: bool) -> None:
+    if left:
+        err_console.print(f"error: {left} differences or unchecked keys left after --fix" if fix else
+                          f"error: {left} differences or unchecked keys found; `reconcile --fix` repairs drift",
+                          highlight=False)
+        raise typer.Exit(1)

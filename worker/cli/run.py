@@ -1,33 +1,41 @@
-"""`run` (migrate, then a worker with embedded beat on every queue) and `migrate`."""
+"""`run` (the all-in-one local mode: start-up checks, migrate, one worker with the beat embedded)
+and `migrate`."""
 
 from __future__ import annotations
 
 import typer
 
-from worker.cli.common import friendly
+from worker.cli.common import RUN, friendly
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=RUN)
     @friendly
     def migrate() -> None:
-        """Apply database migrations."""
-        from worker.migrate import upgrade
+        """Apply database migrations (creating the database if it does not exist)."""
+        from worker.preflight import startup
 
-        upgrade()
+        startup.migrate()
         typer.echo("database is at the latest migration")
 
-    @app.command()
+    @app.command(rich_help_panel=RUN)
     def run(
         concurrency: int = typer.Option(2, help="Worker processes."),
         loglevel: str = typer.Option("INFO", help="Log level."),
     ) -> None:
-        """Apply migrations, then run one worker with the beat embedded, on all queues."""
-        from schemas.routes import QUEUES
-        from worker.app import app as celery_app
-        from worker.migrate import upgrade
+        """All-in-one local mode: check, migrate, then ONE worker on every queue with the beat embedded.
 
-        upgrade()
+        Production runs workers (`celery -A worker.app worker`, as many as needed) plus exactly one
+        `celery -A worker.app beat`, as docker-compose.yml does. Start-up stops with one line (exit 2)
+        when EVENT_SIGNING_SECRET is unset (unless ALLOW_UNSIGNED_EVENTS=true), the proxy refuses
+        LITELLM_MASTER_KEY, or the database cannot be reached."""
+        from schemas.routes import QUEUES
+        from worker.preflight import startup
+
+        startup.require(migrating=True)  # before anything is written
+        startup.migrate()
+        from worker.app import app as celery_app
+
         celery_app.worker_main(
             ["worker", "-B", "-Q", ",".join(QUEUES), "-c", str(concurrency), "-l", loglevel,
              "-s", "/tmp/litellm-credits-beat-schedule"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import typer
 from sqlalchemy import text
 
-from worker.cli.common import CliError, emit, err_console, friendly
+from worker.cli.common import ACCOUNTS, OPERATE, CliError, emit, err_console, friendly
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:
@@ -22,7 +22,7 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("sync-spend")
+    @app.command("sync-spend", rich_help_panel=OPERATE)
     @friendly
     def sync_spend(
         start: str = typer.Option(None, "--from", help="Backfill from (UTC); default with --to: the cursor."),
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         }
         emit(summary, json, title="spend sync")
 
-    @app.command()
+    @app.command(rich_help_panel=ACCOUNTS)
     @friendly
     def usage(
         user_id: str,

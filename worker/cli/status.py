@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from worker.cli.common import emit, friendly
+from worker.cli.common import OPERATE, emit, err_console, friendly
 
 
 def queue_depths() -> tuple[dict[str, int], int]:
@@ -81,13 +81,29 @@ def _rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def problems_in(status: dict[str, Any]) -> list[str]:
+    """What makes `status` exit 1."""
+    found = []
+    if not status["workers"]:
+        found.append("no worker answered the ping")
+    if status["dead_letters_open"]:
+        found.append(f"{status['dead_letters_open']} dead letters open (`litellm-credits dead-letters list`)")
+    return found
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=OPERATE)
     @friendly
     def status(
         timeout: float = typer.Option(1.0, min=0.1, help="Seconds to wait for workers to answer a ping."),
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Queue depths, workers seen, spend sync cursor and lag, dead letters, drifted accounts."""
+        """Queue depths, workers seen, spend sync cursor and lag, dead letters, drifted accounts.
+
+        Exit 1 when no worker answered or dead letters are open (a monitor can run it)."""
         found = gather(timeout)
         emit(found if json else _rows(found), json, title="litellm-credits status")
+        problems = problems_in(found)
+        if problems:
+            err_console.print(f"error: {'; '.join(problems)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
