@@ -14,7 +14,7 @@ RUN pip install --no-cache-dir "uv==0.13.9"
 WORKDIR /app
 
 # Dependencies first (cached while only the code changes), exactly as locked in uv.lock.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock README.md LICENSE ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 # The project itself, installed editable: migrations and alembic.ini are read from /app.
