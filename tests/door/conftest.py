@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from tests.chaos.harness import PrivateRedis
 from tests.conftest import TEST_ENV, _free_port
 from tests.fixtures import ROOT
 from tests.waiting import wait_for
@@ -108,3 +109,11 @@ def queued(queue: str = "payments") -> list[dict[str, Any]]:
         _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
         out.append({"task": message["headers"]["task"], "event": kwargs["event"]})
     return out
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of our own, to stop and start (never the shared one)."""
+    server = PrivateRedis(tmp_path / "redis").start()
+    yield server
+    server.kill()
