@@ -116,8 +116,8 @@ def test_signed_when_signing_is_on(account, proxy, monkeypatch):
     monkeypatch.setenv("EVENT_SIGNING_SECRET", SECRET)
     get_settings.cache_clear()
     adjustment.apply(kwargs={"event": event()})
-    assert reasons() == ["missing signature (EVENT_SIGNING_SECRET is set, so payments, refunds and adjustments "
-                         "must be signed)"]
+    assert reasons() == ["missing signature (EVENT_SIGNING_SECRET is set, so payments, refunds, adjustments and "
+                         "redemptions must be signed)"]
     body = event("adj-signed")
     adjustment.apply(kwargs={"event": {**body, "signature": signing.sign(body, SECRET)}})
     assert [e.idempotency_key for e in adjustments()] == ["adjustment:adj-signed"]
