@@ -22,6 +22,7 @@ ROUTES = {
     "events.redeem": "payments",
     "spend.sync": "periodic",
     "spend.window": "spend",
+    "spend.retention": "periodic",
     "ops.reconcile": "periodic",
     "ops.expire_credit": "periodic",
     "ops.alert_webhook": "spend",

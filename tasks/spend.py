@@ -1,4 +1,5 @@
-"""`spend.sync` (beat, every SPEND_SYNC_INTERVAL_S, queue `periodic`) and `spend.window` (queue `spend`).
+"""`spend.sync` (beat, every SPEND_SYNC_INTERVAL_S, queue `periodic`), `spend.window` (queue `spend`)
+and `spend.retention` (beat, hourly, queue `periodic`).
 
 spend.sync plans and sends the windows due; each spend.window reads or verifies one of them, on
 whichever worker takes it. A proxy or database fault is retried by the task policy; a window
@@ -9,6 +10,7 @@ from typing import Any
 
 from schemas.messages import SpendWindow
 from worker.delivery.policy import beat_task, event_task
+from worker.spend import retention as spend_retention
 from worker.spend import sync as spend_sync
 
 
@@ -21,3 +23,8 @@ def sync() -> None:
 def window(event: dict[str, Any]) -> None:
     parsed = SpendWindow.model_validate(event)
     spend_sync.read_window(parsed.start, parsed.run_id, parsed.reader)
+
+
+@beat_task("spend.retention")
+def retention() -> None:
+    spend_retention.delete_old()

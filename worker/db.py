@@ -84,6 +84,7 @@ class Lock(IntEnum):
     SPEND_SYNC = 0x5E4D
     RECONCILE = 0x5EC0
     CREDIT_EXPIRY = 0x5E7A
+    SPEND_RETENTION = 0x5E7D
 
 
 @contextmanager

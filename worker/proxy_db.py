@@ -7,6 +7,7 @@ import os
 
 import psycopg
 
+from worker.proxy import TransientProxyError
 from worker.settings import get_settings
 
 _conn: tuple[int, psycopg.Connection] | None = None
@@ -29,3 +30,22 @@ def reset() -> None:
     if _conn is not None and _conn[0] == os.getpid():
         _conn[1].close()
     _conn = None
+
+
+def execute(query: str, params: tuple = ()) -> list[tuple]:
+    """All rows of one statement. The database being unreachable or restarting is a transient
+    fault like the proxy's API being down: TransientProxyError (the task retries with backoff),
+    never a dead letter; the broken connection is dropped so the retry opens a new one."""
+    try:
+        return connection().execute(query, params).fetchall()
+    except psycopg.OperationalError as exc:
+        reset_quietly()
+        raise TransientProxyError("proxy database", f"{type(exc).__name__}: {str(exc).strip()[:300]}") from None
+
+
+def reset_quietly() -> None:
+    try:
+        reset()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail too; it is dropped either way
+        global _conn
+        _conn = None

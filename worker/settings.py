@@ -94,12 +94,19 @@ class Settings(BaseSettings):
     # 10^9: the ledger's numeric(20, 10) holds under 10^10, and a row under the cap must fit it.
     spend_row_max_usd: Decimal = Field(default=Decimal(1000), gt=0, lt=Decimal(10**9))
     spend_page_size: int = Field(default=1000, ge=100, le=1000)
+    # Spend-log requests all readers together keep in flight on the proxy's API (worker/spend/pace.py).
+    spend_api_concurrency: int = Field(default=1, ge=1, le=32)
+    # spend_logs rows are kept this many days (at least SPEND_VERIFY_S plus a day), then deleted;
+    # the ledger's usage entries and daily_usage keep every day.
+    spend_logs_keep_days: int = Field(default=7, ge=1)
     # Not in the future: the cursor starts here, and expiry would settle grants before their spend.
     spend_sync_start: datetime | None = None
     # A read-only DSN to the proxy's own PostgreSQL (or its replica): spend rows are then read from
     # "LiteLLM_SpendLogs" directly instead of through the HTTP API.
     litellm_database_url: str | None = None
     reconcile_interval_s: int = Field(default=300, gt=0)
+    # Reconcile reads only the keys changed since its last pass; every key at most this often.
+    reconcile_full_s: int = Field(default=86400, gt=0)
     credit_expiry_interval_s: int = Field(default=300, gt=0)
     # Each reconcile audits the running totals of the next accounts (worker/credits/audit.py) until
     # their ledger entries reach this many: the cost of a run stays bounded as the ledger grows.

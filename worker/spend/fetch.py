@@ -5,7 +5,8 @@ same handler on older versions. The choice is remembered for the life of the pro
 
 While the page in hand is written, the next one is fetched on a background thread, so the proxy
 (the slow part: see docs/architecture.md, "The proxy") works meanwhile; at most one page is ahead,
-so memory stays at two pages. Paging stops at a short page or at the proxy's own total_pages,
+so memory stays at two pages. Every request takes a slot first (worker.spend.pace), so all
+readers together keep the proxy only so busy. Paging stops at a short page or at the proxy's own total_pages,
 and a proxy that keeps serving full pages past its count cap is an error, not an endless run.
 """
 
@@ -20,6 +21,7 @@ from schemas.proxy import SpendLogPage
 from worker import proxy
 from worker.settings import get_settings
 from worker.spend import rows
+from worker.spend.pace import api_slot
 from worker.spend.windows import COUNT_CAP, TooLarge, Window, too_large
 
 log = logging.getLogger(__name__)
@@ -91,10 +93,12 @@ def fetch(window: Window, number: int, size: int, api_key: str | None = None) ->
     start, end = window.query()
     path = _path
     try:
-        return proxy.spend_logs(start, end, number, size, path=path, api_key=api_key)
+        with api_slot():
+            return proxy.spend_logs(start, end, number, size, path=path, api_key=api_key)
     except proxy.PermanentProxyError as exc:
         if exc.status != 404 or path != V2:
             raise
     log.warning("%s is missing on this proxy (HTTP 404): reading %s instead", V2, UI)
     _path = UI
-    return proxy.spend_logs(start, end, number, size, path=UI, api_key=api_key)
+    with api_slot():
+        return proxy.spend_logs(start, end, number, size, path=UI, api_key=api_key)

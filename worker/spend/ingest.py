@@ -5,7 +5,9 @@ to spend_logs (INSERT ... ON CONFLICT DO NOTHING, each row's owner found by join
 to accounts), debits those with spend on our keys, and adds them to spend_daily. COPY is
 formatted by psycopg's C code (bench/spend_ingest.py). Only rows new to spend_logs are debited,
 and the ledger's idempotency key ('spend:<request_id>') backs that up, so reading a window again
-(verification, retries, parallel readers, shared boundary seconds) never charges twice.
+(verification, retries, parallel readers, shared boundary seconds) never charges twice. A row
+older than spend_logs' retention (worker.spend.retention) is not stored again; it is debited and
+counted in spend_daily only if its ledger entry is new.
 
 Rows set aside (worker.spend.rows) are recorded once each in spend_rejected, with a dead letter
 holding the row, in the same transaction as the rest of the page.
@@ -21,7 +23,9 @@ from sqlalchemy.orm import Session
 
 from worker.delivery import dead_letters
 from worker.delivery.dead_letters import pg_text
+from worker.spend.retention import keep
 from worker.spend.rows import Rejected, Row, payload
+from worker.spend.windows import Window
 
 DEAD_LETTER_TASK = "spend.row"
 
@@ -53,20 +57,31 @@ _COPY = ("COPY spend_page (request_id, api_key, model, spend, prompt_tokens, com
          "FROM STDIN")
 _STORE_AND_DEBIT = text(
     """
-    WITH new AS (
+    WITH page AS (
+        SELECT p.*, a.user_id,
+               coalesce(p.start_time < (SELECT position FROM spend_sync_cursor) - CAST(:keep AS interval), false) AS old
+        FROM spend_page p LEFT JOIN accounts a ON a.key_hash = p.api_key
+    ), new AS (
         INSERT INTO spend_logs (request_id, api_key, user_id, model, spend, prompt_tokens, completion_tokens,
                                 status, start_time)
-        SELECT p.request_id, p.api_key, a.user_id, p.model, p.spend, p.prompt_tokens, p.completion_tokens,
-               p.status, p.start_time
-        FROM spend_page p LEFT JOIN accounts a ON a.key_hash = p.api_key
+        SELECT request_id, api_key, user_id, model, spend, prompt_tokens, completion_tokens, status, start_time
+        FROM page WHERE NOT old
         ON CONFLICT (request_id) DO NOTHING
         RETURNING user_id, request_id, model, spend, prompt_tokens, completion_tokens, status, start_time
     ), debited AS (
+        -- A row past retention is not stored again, but still debited once (by its ledger key).
         INSERT INTO ledger_entries (user_id, kind, idempotency_key, spent_usd, occurred_at)
-        SELECT user_id, 'usage', 'spend:' || request_id, spend, start_time FROM new
+        SELECT user_id, 'usage', 'spend:' || request_id, spend, start_time
+        FROM (SELECT user_id, request_id, spend, start_time FROM new
+              UNION ALL SELECT user_id, request_id, spend, start_time FROM page WHERE old) r
         WHERE user_id IS NOT NULL AND spend > 0
         ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING 1
+        RETURNING idempotency_key
+    ), counted AS (
+        SELECT user_id, request_id, model, spend, prompt_tokens, completion_tokens, status, start_time FROM new
+        UNION ALL
+        SELECT user_id, request_id, model, spend, prompt_tokens, completion_tokens, status, start_time FROM page
+        WHERE old AND 'spend:' || request_id IN (SELECT idempotency_key FROM debited)
     ), daily AS (
         -- In key order, so readers of windows in parallel lock shared rows in one order.
         INSERT INTO spend_daily AS d (user_id, day, model, requests, failed_requests, prompt_tokens,
@@ -74,7 +89,7 @@ _STORE_AND_DEBIT = text(
         SELECT user_id, (start_time AT TIME ZONE 'UTC')::date, coalesce(model, ''),
                count(*) FILTER (WHERE status IS DISTINCT FROM 'failure'), count(*) FILTER (WHERE status = 'failure'),
                sum(prompt_tokens), sum(completion_tokens), sum(spend)
-        FROM new WHERE user_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        FROM counted WHERE user_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (user_id, day, model) DO UPDATE SET
             requests = d.requests + excluded.requests, failed_requests = d.failed_requests + excluded.failed_requests,
             prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
@@ -82,7 +97,7 @@ _STORE_AND_DEBIT = text(
             spend_usd = d.spend_usd + excluded.spend_usd
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM debited), (SELECT count(*) FROM daily)
+    SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM debited), (SELECT count(*) FROM daily)
     """
 )
 
@@ -96,6 +111,18 @@ def stored_between(session: Session, start: datetime, end: datetime) -> int:
              "    AND start_time >= :start AND start_time <= :end)"),
         {"start": start, "end": end},
     ).scalar_one()
+
+
+def stored_by_window(session: Session, windows: list[Window]) -> list[int]:
+    """stored_between for many windows, in one statement (each window a pair of index range scans)."""
+    found = dict(session.execute(
+        text("SELECT w.s, (SELECT count(*) FROM spend_logs WHERE start_time >= w.s AND start_time <= w.e)"
+             " + (SELECT count(*) FROM spend_rejected WHERE resolved_at IS NULL"
+             "    AND start_time >= w.s AND start_time <= w.e)"
+             " FROM unnest(CAST(:s AS timestamptz[]), CAST(:e AS timestamptz[])) AS w(s, e)"),
+        {"s": [w.start for w in windows], "e": [w.end for w in windows]},
+    ).all())
+    return [found[w.start] for w in windows]
 
 
 def write_page(session: Session, rows: list[Row | Rejected], fallback_time: datetime | None = None) -> Counts:
@@ -113,7 +140,7 @@ def write_page(session: Session, rows: list[Row | Rejected], fallback_time: date
         with cursor.copy(_COPY) as copy:
             for row in good.values():
                 copy.write_row(row.as_copy())
-    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT).one()
+    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT, {"keep": keep()}).one()
     session.execute(text("DELETE FROM spend_page"))
     counts.skipped = counts.inserted - counts.debited
     return counts

@@ -2,8 +2,9 @@
 
 Time from the cursor's origin on is cut into windows of SPEND_WINDOW_S, aligned to multiples of
 it. A window is read once, as far as the settle time allows (`read_to`), then only verified: the
-source's count against what is stored, and read again only where they differ. Recent windows are
-verified every run, older ones less often, and none beyond SPEND_VERIFY_S. A reader holds a
+source's count against what is stored, a range of windows at a time (worker.spend.verify), and
+read again only where they differ. Recent windows are verified every run, older ones less often,
+and none beyond SPEND_VERIFY_S. A reader holds a
 window by a lease in its row, so two readers (parallel tasks, the CLI) never read one window at
 once. Each page stored renews the lease; a dead reader's lease runs out, and a retry of the same
 message (same reader name) takes its window back at once.
@@ -57,7 +58,8 @@ def recheck_after(age: timedelta) -> timedelta:
 
 
 def due(session: Session, now: datetime, limit: int | None = None) -> list[Due]:
-    """Windows with rows to read (oldest first), then windows due for verification."""
+    """Windows with rows to read (oldest first), then windows whose verification found them
+    differing from the source (worker.spend.verify flags them), newest first."""
     s = get_settings()
     horizon = whole_second(now - timedelta(seconds=s.spend_settle_s))
     unread = session.execute(
@@ -65,13 +67,12 @@ def due(session: Session, now: datetime, limit: int | None = None) -> list[Due]:
              "WHERE read_to < end_time AND read_to < :h ORDER BY start_time LIMIT :n"),
         {"h": horizon, "n": limit or MOST_NEW_WINDOWS},
     ).all()
-    read = session.execute(
-        text("SELECT start_time, end_time, read_to, verified_at FROM spend_windows "
-             "WHERE read_to = end_time AND end_time > :oldest ORDER BY start_time DESC"),
+    flagged = session.execute(
+        text("SELECT start_time, end_time, read_to FROM spend_windows "
+             "WHERE read_to = end_time AND verified_at IS NULL AND end_time > :oldest ORDER BY start_time DESC"),
         {"oldest": now - timedelta(seconds=s.spend_verify_s)},
     ).all()
-    stale = [r for r in read if r.verified_at is None or now - r.verified_at >= recheck_after(now - r.end_time)]
-    return [Due(r.start_time, r.end_time, r.read_to) for r in [*unread, *stale]][:limit]
+    return [Due(r.start_time, r.end_time, r.read_to) for r in [*unread, *flagged]][:limit]
 
 
 def claim(session: Session, start: datetime, reader: str) -> Due | None:

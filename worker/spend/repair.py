@@ -25,7 +25,9 @@ from worker.settings import get_settings
 from worker.spend import runs as spend_runs
 from worker.spend.fetch import ProxySource
 from worker.spend.ingest import Counts
+from worker.spend.pace import api_slot
 from worker.spend.read import read_range
+from worker.spend.retention import kept_from
 from worker.spend.windows import Window, as_query, whole_second
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ def repair_key(user_id: str, key_hash: str, since: datetime, now: datetime) -> C
     """Store the key's rows from `since` up to the settle time that are missing; returns what it did."""
     counts = Counts()
     end = whole_second(now - timedelta(seconds=get_settings().spend_settle_s))
+    with session_scope() as session:
+        since = max(since, kept_from(session) or since)  # older rows are no longer stored to compare with
     if whole_second(since) < end:
         _mend(ProxySource(api_key=key_hash), user_id, Window(whole_second(since), end), counts)
     if counts.inserted:
@@ -61,8 +65,9 @@ def unsynced_explains(session: Session, key_hash: str, proxy_spend: Decimal) -> 
     ).scalar_one())
     unsynced, page_number = Decimal(0), 1
     while page_number <= UNSYNCED_MAX_PAGES:
-        page = proxy.spend_logs(as_query(since), as_query(datetime.now(UTC) + timedelta(seconds=1)),
-                                page_number, 1000, api_key=key_hash)
+        with api_slot():
+            page = proxy.spend_logs(as_query(since), as_query(datetime.now(UTC) + timedelta(seconds=1)),
+                                    page_number, 1000, api_key=key_hash)
         unsynced += sum((money(row.spend) for row in page.data), Decimal(0))
         if len(page.data) < 1000:
             return abs(proxy_spend - (before + unsynced)) <= PROXY_TOLERANCE

@@ -2,7 +2,8 @@
 
 Two ways to run it, over the same windows (worker.spend.plan) and the same reader
 (worker.spend.read):
-- `dispatch`, the beat's `spend.sync`: plans the windows due for a read or a verification and
+- `dispatch`, the beat's `spend.sync`: verifies the windows already read by ranges
+  (worker.spend.verify: a few counts), plans the windows due for a read or a re-read and
   sends each to the `spend` queue as a `spend.window` task, so every worker on that queue reads
   windows at once (several proxy replicas then serve pages in parallel). A finished window
   sends the next unread one, so a backlog drains without waiting for the beat.
@@ -29,6 +30,7 @@ from worker.spend import runs as spend_runs
 from worker.spend.fetch import ProxySource
 from worker.spend.ingest import Counts
 from worker.spend.read import Source, read_range, update_window
+from worker.spend.verify import verify
 from worker.spend.windows import Window, whole_second, windows
 
 log = logging.getLogger(__name__)
@@ -78,11 +80,14 @@ def sync(*, now: datetime | None = None, start: datetime | None = None, end: dat
             if not _plan(session, now):
                 log.info("spend sync: nothing to read yet (no account, and no SPEND_SYNC_START)")
                 return SyncResult()
+        counts, src = Counts(), source()
+        verify(src, now, counts)
+        with session_scope() as session:
             due = sorted(plan.due(session, now), key=lambda d: d.start)
             horizon = now - timedelta(seconds=get_settings().spend_settle_s)
             span = Window(due[0].start, min(max(d.end for d in due), horizon)) if due else None
             run_id = spend_runs.start_run(session, span.start if span else None, span.end if span else None)
-        counts, began, src = Counts(), time.monotonic(), source()
+        began = time.monotonic()
         try:
             for n, window in enumerate(due, 1):
                 update_window(src, window.start, now, counts)
@@ -135,9 +140,12 @@ def dispatch(now: datetime | None = None) -> int:
         with session_scope() as session:
             if not _plan(session, now):
                 return 0
+        checked, began = Counts(), time.monotonic()
+        verify(source(), now, checked)  # a few counts; windows that differ become due
+        with session_scope() as session:
             starts = plan.mark_sent(session, [d.start for d in plan.due(session, now, limit=MOST_SENT)])
             run_id = spend_runs.start_run(session, min(starts, default=None), None)
-            spend_runs.finish_run(session, run_id, Counts(), 0)
+            spend_runs.finish_run(session, run_id, checked, int((time.monotonic() - began) * 1000))
     _send(starts, run_id)  # after the commit that marked them sent
     _move_cursor()
     return len(starts)

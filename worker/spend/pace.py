@@ -1,0 +1,67 @@
+"""How hard all spend readers together may press on the proxy's API.
+
+The proxy answers its admin API on the same workers that serve users' calls, and a page of
+spend logs (1,000 rows of about 10 KB) keeps one busy for most of a second. Unpaced, a catch-up
+had several pages in flight at all times and users' p99 went from 65 ms to 1.7 s. So every
+spend-log request, from every process (readers, their prefetch, verification, a key's repair),
+first takes one of SPEND_API_CONCURRENCY slots, shared through PostgreSQL advisory locks, and
+keeps it after the answer for REST times as long as the request took: each slot keeps the proxy
+busy at most 1 / (1 + REST) of the time, and a proxy that slows down under its users' load
+slows the readers down with it. A reader that finds every slot busy waits, and after WAIT_MOST
+gives up with a transient error (its task retries later).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+
+from worker.db import engine
+from worker.proxy import TransientProxyError
+from worker.settings import get_settings
+
+SLOT_LOCK_BASE = 0x5E5A00  # advisory lock ids SLOT_LOCK_BASE .. + SPEND_API_CONCURRENCY - 1
+REST = 9.0  # a slot rests 9 times as long as its request took: the proxy busy 10% of the time a slot
+WAIT_MOST = 60.0  # seconds a request waits for a slot; well inside a reader's lease (2 minutes)
+
+
+@contextmanager
+def api_slot() -> Iterator[None]:
+    """Held around one spend-log request to the proxy's API."""
+    conn = engine().connect()
+    held = None
+    try:
+        held = _take(conn)
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            time.sleep(REST * (time.monotonic() - began))
+    finally:
+        try:
+            if held is not None:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": held})
+                conn.commit()
+        except Exception:  # noqa: BLE001 - a connection that may still hold the lock is never reused
+            conn.invalidate()
+        conn.close()
+
+
+def _take(conn) -> int:
+    slots = [SLOT_LOCK_BASE + i for i in range(get_settings().spend_api_concurrency)]
+    deadline = time.monotonic() + WAIT_MOST
+    while True:
+        random.shuffle(slots)
+        for lock in slots:
+            if conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock}).scalar():
+                conn.commit()  # the lock outlives the transaction; the connection must not idle in one
+                return lock
+        conn.commit()
+        if time.monotonic() > deadline:
+            raise TransientProxyError("/spend/logs/v2", f"no spend-log request slot free for {WAIT_MOST:.0f} s "
+                                      "(SPEND_API_CONCURRENCY)")
+        time.sleep(random.uniform(0.05, 0.2))

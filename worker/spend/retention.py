@@ -1,0 +1,65 @@
+"""spend_logs kept for a bounded time: storage stays flat however long the worker runs.
+
+A stored row is what dedupes a re-read of its window, and verification compares windows' counts
+with the rows stored, so rows are kept while their window can still be read or verified:
+SPEND_VERIFY_S, plus a margin, SPEND_LOGS_KEEP_DAYS in all (never less than SPEND_VERIFY_S plus
+a day), counted back from the spend cursor. Older rows are deleted in bounded batches by
+`spend.retention` (beat, hourly, under its own lock). The ledger keeps every usage entry and
+spend_daily (daily_usage) every day: neither is read from spend_logs. A row older than the cutoff
+that is read again anyway (a backfill by hand, a key's repair) is not stored again: its ledger
+entry, keyed by request_id, still makes its debit happen once (worker.spend.ingest).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from worker.db import Lock, exclusive, session_scope
+from worker.settings import get_settings
+
+log = logging.getLogger(__name__)
+BATCH = 5000  # rows a transaction: locks and WAL stay small, the proxy's readers never wait long
+MOST_BATCHES = 200  # a run deletes at most this many batches; the next run goes on
+
+
+def keep() -> timedelta:
+    s = get_settings()
+    return max(timedelta(days=s.spend_logs_keep_days), timedelta(seconds=s.spend_verify_s) + timedelta(days=1))
+
+
+def kept_from(session: Session) -> datetime | None:
+    """Rows whose startTime is before this are not kept: KEEP before the spend cursor (not the
+    clock, so that what the job deleted is exactly what a later read will not store again, the
+    cursor only moving forward); None before the first sync run."""
+    position = session.execute(text("SELECT position FROM spend_sync_cursor")).scalar()
+    return position - keep() if position is not None else None
+
+
+def delete_old(batch: int = BATCH) -> int | None:
+    """Delete spend_logs rows older than kept_from(); returns how many, None when another run holds the lock."""
+    deleted = 0
+    with exclusive(Lock.SPEND_RETENTION) as mine:
+        if not mine:
+            log.info("spend retention skipped: another run holds its lock")
+            return None
+        with session_scope() as session:
+            cutoff = kept_from(session)
+        if cutoff is None:
+            return 0
+        for _ in range(MOST_BATCHES):
+            with session_scope() as session:
+                n = session.execute(
+                    text("DELETE FROM spend_logs WHERE ctid = ANY(ARRAY("
+                         "SELECT ctid FROM spend_logs WHERE start_time < :t LIMIT :n))"),
+                    {"t": cutoff, "n": batch},
+                ).rowcount
+            deleted += n
+            if n < batch:
+                break
+    if deleted:
+        log.info("spend retention: %d spend_logs rows from before %s deleted", deleted, cutoff.isoformat())
+    return deleted
