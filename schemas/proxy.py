@@ -56,6 +56,8 @@ class ListedKey(ProxyModel):
     key_alias: str | None = None
     max_budget: Decimal | None = None
     spend: Decimal = Decimal(0)
+    budget_duration: str | None = None
+    updated_at: datetime | None = None  # moved by any write to the key, a spend update included
 
     _exact_money = field_validator("spend", "max_budget", mode="before")(_exact)
 
@@ -63,6 +65,12 @@ class ListedKey(ProxyModel):
     @classmethod
     def _null_is_zero(cls, value: object) -> object:
         return 0 if value is None else value
+
+    @field_validator("updated_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # The proxy's column has no zone and holds UTC.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class KeyListPage(ProxyModel):

@@ -254,9 +254,11 @@ def test_keys_are_read_from_the_proxy_database_when_it_is_configured(proxy, monk
     pay("bob", "pay-1")
     with session_scope() as session:
         session.execute(text('CREATE TABLE IF NOT EXISTS "LiteLLM_VerificationToken" (token text PRIMARY KEY, '
-                             'key_alias text, max_budget double precision, spend double precision NOT NULL)'))
+                             'key_alias text, max_budget double precision, spend double precision NOT NULL, '
+                             'budget_duration text, updated_at timestamp(3) NOT NULL DEFAULT now())'))
         session.execute(text('TRUNCATE "LiteLLM_VerificationToken"'))
-        session.execute(text('INSERT INTO "LiteLLM_VerificationToken" VALUES (:a, \'test-ann\', 2, 0), '
+        session.execute(text('INSERT INTO "LiteLLM_VerificationToken" (token, key_alias, max_budget, spend) '
+                             'VALUES (:a, \'test-ann\', 2, 0), '
                              '(:b, \'test-bob\', 2, \'NaN\'), (\'t3\', \'test-carl\', 2, 0), '
                              '(\'t4\', \'other-dan\', 2, 0)'), {"a": ann, "b": bob})
     monkeypatch.setenv("LITELLM_DATABASE_URL", TEST_ENV["DATABASE_URL"])
@@ -268,8 +270,9 @@ def test_keys_are_read_from_the_proxy_database_when_it_is_configured(proxy, monk
         assert proxy.requests == {}
         proxy.keys[bob].update(spend=0, max_budget=5)  # a drift, as the listing and /key/info both see it
         with session_scope() as session:
-            session.execute(text('UPDATE "LiteLLM_VerificationToken" SET spend = 0, max_budget = 5 WHERE token = :b'),
-                            {"b": bob})
+            # As the proxy's Prisma writes do, the edit moves updated_at.
+            session.execute(text('UPDATE "LiteLLM_VerificationToken" SET spend = 0, max_budget = 5, '
+                                 'updated_at = now() WHERE token = :b'), {"b": bob})
         report = reconcile(fix=True)
         assert report.drifted == [Drift("bob", Decimal(5), Decimal(12))] and report.fixed == 1
         assert proxy.keys[bob]["max_budget"] == 12  # confirmed by /key/info, pushed by /key/update

@@ -132,17 +132,25 @@ def key_info(key_or_hash: str) -> KeyInfoResponse:
     return KeyInfoResponse.model_validate(call("GET", "/key/info", params={"key": key_or_hash}))
 
 
+def set_spend(key_hash: str, spend: Decimal) -> None:
+    """The key's spend counter set back to an absolute value, and its budget_duration cleared (a
+    periodic reset would zero the counter again): the key then allows no more than max_budget
+    minus what the ledger has used."""
+    call("POST", "/key/update", json={"key": key_hash, "spend": float(spend), "budget_duration": None})
+
+
 # The real proxy's largest /key/list page.
 KEY_LIST_MAX = 100
 
 
-def list_keys(alias_prefix: str, page: int, size: int = KEY_LIST_MAX) -> KeyListPage:
+def list_keys(alias_prefix: str, page: int, size: int = KEY_LIST_MAX, sort_by: str = "key_alias") -> KeyListPage:
     """One page of the keys whose alias contains `alias_prefix` (the proxy matches a substring,
-    case-insensitively: callers keep only the aliases that start with it), in alias order, which
-    is stable because aliases are unique."""
+    case-insensitively: callers keep only the aliases that start with it): in alias order (stable,
+    aliases are unique), or with sort_by="updated_at" the most recently written first."""
+    order = "asc" if sort_by == "key_alias" else "desc"
     return KeyListPage.model_validate(call("GET", "/key/list", params={
         "return_full_object": "true", "key_alias": alias_prefix, "substring_matching": "true",
-        "sort_by": "key_alias", "sort_order": "asc", "page": page, "size": size}))
+        "sort_by": sort_by, "sort_order": order, "page": page, "size": size}))
 
 
 def set_max_budget(key_hash: str, max_budget: Decimal) -> None:

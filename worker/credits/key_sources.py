@@ -1,5 +1,9 @@
 """Our keys as the proxy holds them, a page at a time: what reconcile compares with the ledger.
 
+All of them (`listed_keys`, reconcile's full pass), or only those written since a time
+(`changed_keys`: every write to a key moves its updated_at, the proxy's spend updates included,
+as LiteLLM writes them through Prisma's update_many and the column is @updatedAt).
+
 From the admin API, /key/list pages of 100 full key objects filtered to our alias prefix, in
 alias order, a few pages fetched ahead in parallel (about 870 keys/s from one connection on the
 real proxy; /key/info per key manages about 33). With LITELLM_DATABASE_URL set (the spend sync's
@@ -14,6 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,8 +31,13 @@ AHEAD = 4  # pages in flight at once: the proxy answers several requests in para
 DB_BATCH = 1000
 PAGE_ATTEMPTS = 3
 MAX_FAILED_PAGES = 3  # in a row: the proxy is down, not one page of it
-_QUERY = ('SELECT token, key_alias, max_budget, spend FROM "LiteLLM_VerificationToken" '
+_COLUMNS = "token, key_alias, max_budget, spend, budget_duration, updated_at"
+_QUERY = (f'SELECT {_COLUMNS} FROM "LiteLLM_VerificationToken" '
           "WHERE key_alias LIKE %s ESCAPE '\\' AND key_alias > %s ORDER BY key_alias LIMIT %s")
+# Served by an index on updated_at where the operator made one (docs/architecture.md); the table
+# is the proxy's, and a read-only role cannot add it.
+_CHANGED = (f'SELECT {_COLUMNS} FROM "LiteLLM_VerificationToken" '
+            "WHERE updated_at > %s AND key_alias LIKE %s ESCAPE '\\' ORDER BY updated_at")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,48 @@ def listed_keys(page_size: int = proxy.KEY_LIST_MAX) -> Iterator[Page | PageFail
         yield from _from_proxy(page_size)
 
 
+def changed_keys(since: datetime, page_size: int = proxy.KEY_LIST_MAX) -> Iterator[Page | PageFailed]:
+    """Our keys written since `since` (the proxy's clock), newest first through the API: a quiet
+    proxy answers with one page, whatever the number of keys."""
+    if get_settings().litellm_database_url:
+        yield from _changed_in_database(since)
+    else:
+        yield from _changed_from_proxy(since, page_size)
+
+
+def _changed_from_proxy(since: datetime, size: int) -> Iterator[Page | PageFailed]:
+    prefix = get_settings().key_alias_prefix
+    number = 1
+    while True:
+        try:
+            answer = _fetch(prefix, number, size, sort_by="updated_at")
+        except proxy.ProxyError as exc:
+            yield PageFailed(number, str(exc))  # which keys it held is unknown: the caller reads them all
+            return
+        page = _keys(answer, prefix)
+        fresh = [k for k in page if isinstance(k, BadKey) or k.updated_at is None or k.updated_at > since]
+        yield fresh
+        # Newest first: a page reaching back past `since` is the last one needed.
+        if len(fresh) < len(page) or len(answer.keys) < size or number >= answer.total_pages:
+            return
+        number += 1
+
+
+def _changed_in_database(since: datetime) -> Iterator[Page]:
+    prefix = get_settings().key_alias_prefix
+    rows = proxy_db.execute(_CHANGED, (since.astimezone(UTC).replace(tzinfo=None), _like(prefix)))
+    for start in range(0, len(rows), DB_BATCH):
+        yield [key for r in rows[start:start + DB_BATCH] if (key := _read(_as_dict(r), prefix)) is not None]
+
+
+def _like(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _as_dict(row: tuple) -> dict[str, Any]:
+    return dict(zip(("token", "key_alias", "max_budget", "spend", "budget_duration", "updated_at"), row, strict=True))
+
+
 def _read(raw: Any, prefix: str) -> ListedKey | BadKey | None:
     alias = raw.get("key_alias") if isinstance(raw, dict) else None
     if not isinstance(alias, str) or not alias.startswith(prefix):
@@ -66,13 +118,13 @@ def _read(raw: Any, prefix: str) -> ListedKey | BadKey | None:
         return BadKey(token if isinstance(token, str) else None, alias, f"unreadable key: {reason}"[:500])
 
 
-def _fetch(prefix: str, number: int, size: int) -> KeyListPage:
+def _fetch(prefix: str, number: int, size: int, sort_by: str = "key_alias") -> KeyListPage:
     for attempt in range(PAGE_ATTEMPTS - 1):
         try:
-            return proxy.list_keys(prefix, number, size)
+            return proxy.list_keys(prefix, number, size, sort_by)
         except proxy.TransientProxyError:
             time.sleep(0.5 * 2 ** attempt)
-    return proxy.list_keys(prefix, number, size)
+    return proxy.list_keys(prefix, number, size, sort_by)
 
 
 def _keys(answer: KeyListPage, prefix: str) -> Page:
@@ -109,12 +161,10 @@ def _from_proxy(size: int) -> Iterator[Page | PageFailed]:
 
 def _from_database(size: int) -> Iterator[Page]:
     prefix = get_settings().key_alias_prefix
-    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     after = ""
     while True:
-        rows = proxy_db.connection().execute(_QUERY, (pattern, after, size)).fetchall()
+        rows = proxy_db.execute(_QUERY, (_like(prefix), after, size))
         if not rows:
             return
-        raw = [{"token": t, "key_alias": a, "max_budget": m, "spend": s} for t, a, m, s in rows]
-        yield [key for r in raw if (key := _read(r, prefix)) is not None]
+        yield [key for r in rows if (key := _read(_as_dict(r), prefix)) is not None]
         after = rows[-1][1]

@@ -31,12 +31,16 @@ class Drift:
 
 @dataclass
 class Report:
+    full: bool = True  # every key read, or only those changed since the last pass
+    stopped: bool = False  # a fault stopped the pass: what it did not reach waits for the next one
     checked: int = 0
     drifted: list[Drift] = field(default_factory=list)
     fixed: int = 0
     pending: list[str] = field(default_factory=list)
     spend_mismatches: list[Drift] = field(default_factory=list)
     spend_repaired: list[str] = field(default_factory=list)  # accounts whose missing usage was debited
+    # Keys whose spend counter had fallen below the ledger's usage (or had a budget_duration), set back.
+    spend_restored: list[Drift] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     key_errors: int = 0  # errors that concern one key; the others stopped (part of) the run
     ledger_audit: audit.AuditReport | None = None  # running totals of a slice of accounts vs the ledger
@@ -52,20 +56,27 @@ class Report:
                     extra={"user_id": who, "check": check})
 
     def run_error(self, text: str) -> None:
+        self.stopped = True
         self.errors.append(text)
         log.error("reconcile stopped: %s", text)
 
 
 def log_report(report: Report) -> None:
-    summary = {"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
+    summary = {"pass": "full" if report.full else "changed keys",
+               "checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
                "pending": len(report.pending), "spend_mismatches": len(report.spend_mismatches),
-               "spend_repaired": len(report.spend_repaired), "key_errors": report.key_errors,
+               "spend_repaired": len(report.spend_repaired), "spend_restored": len(report.spend_restored),
+               "key_errors": report.key_errors,
                "errors": len(report.errors)}
-    level = logging.WARNING if report.drifted or report.spend_mismatches or report.errors else logging.INFO
+    level = (logging.WARNING if report.drifted or report.spend_mismatches or report.spend_restored or report.errors
+             else logging.INFO)
     log.log(level, "reconcile: %s", " ".join(f"{k}={v}" for k, v in summary.items()), extra=summary)
     for drift in report.drifted:
         log.warning("budget drift fixed", extra={"user_id": drift.user_id, "proxy": str(drift.proxy),
                                                  "ledger": str(drift.ledger)})
+    for restored in report.spend_restored:
+        log.warning("spend counter restored", extra={"user_id": restored.user_id, "proxy": str(restored.proxy),
+                                                     "ledger": str(restored.ledger)})
     for mismatch in report.spend_mismatches:
         log.warning("spend differs", extra={"user_id": mismatch.user_id, "proxy": str(mismatch.proxy),
                                             "ledger": str(mismatch.ledger)})
