@@ -122,3 +122,53 @@ def test_reconcile_and_sync_spend_wait_their_turn_behind_a_running_job(proxy):
     with exclusive(Lock.SPEND_SYNC) as held:
         assert held
         assert_one_line_error(run("sync-spend", code=1), "another spend sync is running")
+
+
+def test_version_and_help_grouped_by_purpose():
+    from importlib.metadata import version
+
+    assert run("--version").stdout.strip() == f"litellm-credits {version('litellm-credits')}"
+    shown = run("--help").stdout
+    panels = [f"─ {p} ─" for p in ("Run and set up", "Accounts", "Credit", "Operate and repair")]
+    assert [shown.index(p) for p in panels] == sorted(shown.index(p) for p in panels)
+    assert shown.index("check ") < shown.index(panels[1]) < shown.index("balance ") < shown.index(panels[2])
+    assert "Exit codes" in shown
+    assert "all-in-one local mode" in run("run", "--help").stdout.lower()
+
+
+def test_status_exits_1_when_no_worker_answers(redis_client):
+    result = run("status", "--timeout", "0.2", code=1)
+    assert_one_line_error(result, "no worker answered")
+
+
+def test_flower_listens_on_localhost_unless_told_otherwise(monkeypatch):
+    import celery
+
+    import worker.logs
+
+    started = []
+    monkeypatch.setenv("FLOWER_PASSWORD", "not-the-default-0")
+    monkeypatch.setattr(celery.Celery, "start", lambda self, argv: started.append(argv))
+    monkeypatch.setattr(worker.logs, "configure", lambda: None)  # its handler would outlive this runner's stderr
+    run("flower")
+    assert started == [["flower", "--address=127.0.0.1", "--port=5555"]]
+
+
+def test_publish_adjustment_and_redeem(redis_client):
+    out = as_json("publish", "adjustment", USER, "-2.50", "--reason", "goodwill", "--reference", "a1",
+                  "--actor", "ops")
+    assert out["task"] == "events.adjustment" and out["event"]["amount_usd"] == "-2.50"
+    out = as_json("publish", "redeem", USER, "PROMO-SECRET-1")
+    assert out["task"] == "events.redeem" and out["event"]["code"] == "***"  # not echoed
+    queued = [json.loads(m) for m in redis_client.lrange("payments", 0, -1)]
+    assert sorted(m["headers"]["task"] for m in queued) == ["events.adjustment", "events.redeem"]
+    assert_one_line_error(run("publish", "adjustment", USER, "0", "--reason", "r", "--reference", "a2",
+                              "--actor", "ops", code=1), "invalid adjustment event")
+
+
+def test_reconcile_exits_0_once_fix_has_repaired_the_drift(proxy):
+    signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": AT}})
+    proxy.keys[next(iter(proxy.keys))]["max_budget"] = 999
+    assert_one_line_error(run("reconcile", code=1), "1 differences or unchecked keys found", "--fix")
+    run("reconcile", "--fix")
+    run("reconcile")

@@ -10,8 +10,10 @@ from worker.cli.common import RUN, console, emit_json
 def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel=RUN)
     def check(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-        """Check settings, PostgreSQL (migrated?), Redis (persistent?), the proxy (master key, version,
-        spend logs), signing and sample secrets: one line each, naming what to fix. Exit 1 if any fails."""
+        """Check every dependency, one line each, naming what to fix; exit 1 if any check fails.
+
+        Settings; PostgreSQL reachable and migrated; Redis reachable, appendonly, noeviction; the proxy
+        reachable, the master key accepted, its version, spend logs readable; signing; sample secrets."""
         from worker.preflight.report import run_all
 
         found = run_all()

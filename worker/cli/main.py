@@ -34,7 +34,10 @@ def _register() -> None:
 
     import worker.cli
 
-    for info in sorted(pkgutil.iter_modules(worker.cli.__path__), key=lambda m: m.name):
+    # The "Run and set up" commands first, so that panel heads `--help`; the rest by name.
+    first = ("run", "check", "serve", "flower")
+    for info in sorted(pkgutil.iter_modules(worker.cli.__path__),
+                       key=lambda m: (first.index(m.name) if m.name in first else len(first), m.name)):
         module = importlib.import_module(f"worker.cli.{info.name}")
         if hasattr(module, "register"):
             module.register(app)

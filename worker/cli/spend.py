@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
         end: str = typer.Option(None, "--to", help="End (UTC); default: now less SPEND_SETTLE_S."),
         json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """Read and verify the spend windows due now, in this process (what beat's spend.sync sends to
-        the workers), or backfill a range with --from/--to."""
+        """Read and verify the spend windows due now, in this process, or backfill with --from/--to.
+
+        What beat's spend.sync sends to the workers, run here and now."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from worker.spend.sync import sync
