@@ -59,6 +59,8 @@ def configure(base_url: str, master_key: str, alias_prefix: str = "bench-", **ex
         "KEY_ALIAS_PREFIX": alias_prefix,
         "LOG_LEVEL": "WARNING",
         "ALERT_WEBHOOK_URL": "",
+        # Unsigned, as the figures so far were measured (a bench that signs passes the secret in extra).
+        "ALLOW_UNSIGNED_EVENTS": "true",
         **extra,
     }
     os.environ.update(env)
