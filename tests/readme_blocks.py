@@ -16,9 +16,10 @@ WEBAPP_ROLE_SECTION = "The web app's read-only role"
 PROXY_ROLE_SECTION = "A read-only role on the proxy's database"
 
 
-def section(heading_contains: str, doc: Path = README) -> str:
-    """The text of the `## ` section of `doc` whose heading contains this, up to the next `## `."""
-    parts = re.split(r"^## ", doc.read_text(), flags=re.M)
+def section(heading_contains: str, doc: Path = README, level: int = 2) -> str:
+    """The text of the section of `doc` whose heading (`## `, or `### ` at level 3) contains this, up to
+    the next heading of that level or above."""
+    parts = re.split(rf"^#{{2,{level}}} ", doc.read_text(), flags=re.M)
     found = [p for p in parts if heading_contains in p.splitlines()[0]]
     assert len(found) == 1, f"one {doc.name} section with {heading_contains!r} in its heading, found {len(found)}"
     return found[0]
