@@ -4,6 +4,7 @@ only once queued; what cannot be credited is a dead letter naming its reference.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -81,6 +82,14 @@ def test_refund_processed_is_queued_with_its_string_amount_converted_and_no_user
     assert event["amount_minor"] == 5000 and event["payment_reference"] == "T685312322670591"
     assert event["refund_reference"] == "1234567890" and event["refunded_at"]  # the time of receipt
     assert signing.verify(event, SIGNING_SECRET) is None
+
+
+def test_a_charge_without_paid_at_is_dated_by_its_receipt(door):
+    delivery = charge()
+    del delivery["data"]["paid_at"]
+    assert paystack_post(door, delivery).status_code == 200
+    (message,) = queued()
+    assert message["event"]["paid_at"].startswith(str(datetime.now(UTC).year))
 
 
 def test_other_event_types_are_acknowledged_ignored_and_counted(door):

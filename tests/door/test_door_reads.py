@@ -82,3 +82,18 @@ def test_an_unknown_user_is_a_404(door, path):
 def test_healthz_answers_when_redis_and_postgres_do(door):
     answer = door.http.get("/healthz")
     assert answer.status_code == 200 and answer.json() == {"status": "ok", "redis": "ok", "postgres": "ok"}
+
+
+def test_with_postgres_down_reads_are_503_and_webhooks_still_queue(tmp_path):
+    from tests.conftest import _free_port
+    from tests.door.conftest import Door, paystack_post, queued
+    from tests.door.test_door_paystack import charge
+
+    door = Door(tmp_path / "serve.log", {"DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/x"})
+    try:
+        answer = door.http.get("/v1/accounts/dash", headers=auth())
+        assert answer.status_code == 503 and answer.headers["retry-after"]
+        assert door.http.get("/healthz").json() == {"status": "down", "redis": "ok", "postgres": "down"}
+        assert paystack_post(door, charge()).status_code == 200 and len(queued()) == 1
+    finally:
+        door.stop()

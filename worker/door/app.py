@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from worker.door import events, health, paystack, reads, stripe
@@ -32,7 +33,14 @@ def create_app() -> FastAPI:
         app.include_router(module.router)
     app.add_exception_handler(HTTPException, _error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(OperationalError, _database_down)
     return app
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("the database did not answer %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse({"error": "the database is unavailable; try again later"}, status_code=503,
+                        headers={"Retry-After": "30"})
 
 
 async def _error(request: Request, exc: Exception) -> JSONResponse:

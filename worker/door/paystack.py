@@ -55,7 +55,9 @@ def handle(payload: dict[str, Any]) -> relay.Answer:
 def payment(data: dict[str, Any]) -> dict[str, Any]:
     return {"provider": "paystack", "reference": data.get("reference"), "user_id": user_of(data.get("metadata")),
             "amount_minor": data.get("amount"), "currency": data.get("currency"),
-            "paid_at": data.get("paid_at") or data.get("paidAt")}
+            # paid_at in the published examples; older payloads spell it paidAt. Money was received
+            # either way: with neither, the time of receipt dates it rather than a dead letter.
+            "paid_at": data.get("paid_at") or data.get("paidAt") or datetime.now(UTC).isoformat()}
 
 
 def refund(data: dict[str, Any]) -> dict[str, Any]:
