@@ -181,7 +181,9 @@ def main() -> None:
              "serve: `litellm-credits serve` (one uvicorn process, LOG_LEVEL=INFO, EVENT_SIGNING_SECRET set); each "
              "200 means verified (HMAC-SHA512), mapped, validated, signed (HMAC-SHA256) and LPUSHed to Redis",
              "bare: the same framework and server settings, an endpoint that reads the body and answers 200",
-             "load from this process (httpx); the generator, the server, Redis and PostgreSQL share the cores",
+             "load from this process (httpx); the generator, the server, Redis and PostgreSQL share the cores, so "
+             "the absolute rates are bounded by the generator and the machine's other work; the ratio compares "
+             "the two servers under the same generator (best round of each)",
              f"Redis db {common.BENCH_REDIS_DB}, database {common.BENCH_DB}"]
     run.write(figures, table, ("measure", "result", "detail"), notes)
 
