@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 from datetime import UTC, datetime
 
@@ -91,3 +94,22 @@ def test_a_wrong_secret_or_no_signature_is_refused(door):
     assert queued() == []
     metrics = door.http.get("/metrics").text
     assert 'credits_webhooks_total{outcome="bad_signature",provider="stripe"}' in metrics
+
+
+def sign_by_hand(body: str, secret: str, at: int) -> str:
+    """The documented scheme, without the package: v1 = hex HMAC-SHA256 of "<t>.<body>"."""
+    return hmac.new(secret.encode(), f"{at}.{body}".encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_signature_made_by_the_documented_scheme_is_accepted_among_rotated_ones(door):
+    body, at = json.dumps(session_event()), int(time.time())
+    header = f"t={at},v1={sign_by_hand(body, 'whsec_old', at)},v1={sign_by_hand(body, STRIPE_SECRET, at)}"
+    answer = door.http.post("/webhooks/stripe", content=body.encode(), headers={"stripe-signature": header})
+    assert answer.status_code == 200 and len(queued()) == 1
+
+
+def test_a_refused_stripe_body_is_not_logged(door):
+    marker = "do-not-log-this-stripe-body-4c2a"
+    answer = stripe_post(door, session_event(client_reference_id=marker), secret="whsec_wrong")
+    assert answer.status_code == 400 and queued() == []
+    assert marker not in door.output() and STRIPE_SECRET not in door.output()
