@@ -126,9 +126,9 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     api_tokens: Annotated[list[SecretStr], NoDecode] = []
 
-    @field_validator("payment_plans", mode="before")
+    @field_validator("payment_plans", "api_tokens", mode="before")
     @classmethod
-    def _split_plans(cls, value: object) -> object:
+    def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [p for p in value.replace(" ", "").split(",") if p]
         return value
@@ -179,13 +179,6 @@ class Settings(BaseSettings):
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"is {len(secret.encode())} bytes; a signing secret must be at least {MIN_SECRET_BYTES} "
                              "bytes (make one with python -c 'import secrets; print(secrets.token_hex(32))')")
-        return value
-
-    @field_validator("api_tokens", mode="before")
-    @classmethod
-    def _split_tokens(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [t for t in value.replace(" ", "").split(",") if t]
         return value
 
     @field_validator("alert_thresholds", mode="before")

@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from worker.settings import get_settings
+
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -30,6 +32,15 @@ async def raw_body(request: Request) -> bytes:
             raise Refused(413, f"body larger than {MAX_BODY_BYTES} bytes", "too_large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def signed_body(request: Request, secret_name: str) -> tuple[bytes, str]:
+    """The raw body and the provider's secret that signed it; 503 while that secret is not set
+    here (the provider keeps retrying until it is)."""
+    secret = getattr(get_settings(), secret_name)
+    if secret is None:
+        raise Refused(503, f"{secret_name.upper()} is not set on this relay", "not_configured")
+    return await raw_body(request), secret.get_secret_value()
 
 
 def json_object(body: bytes) -> dict[str, Any]:

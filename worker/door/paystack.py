@@ -16,9 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from worker.door import relay
-from worker.door.body import Refused, json_object, raw_body
+from worker.door.body import Refused, json_object, signed_body
 from worker.producer import publish_payment, publish_refund
-from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -27,12 +26,9 @@ router = APIRouter()
 @router.post("/webhooks/paystack")
 async def paystack(request: Request) -> dict[str, Any]:
     async def verified() -> dict[str, Any]:
-        secret = get_settings().paystack_secret_key
-        if secret is None:
-            raise Refused(503, "PAYSTACK_SECRET_KEY is not set on this relay", "not_configured")
-        body = await raw_body(request)
+        body, secret = await signed_body(request, "paystack_secret_key")
         given = request.headers.get("x-paystack-signature", "")
-        expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha512).hexdigest()
+        expected = hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
         if not hmac.compare_digest(expected.encode(), given.strip().lower().encode("latin-1", "replace")):
             log.warning("paystack webhook refused: %s signature (%d-byte body not parsed)",
                         "wrong" if given else "no", len(body))

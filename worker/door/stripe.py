@@ -18,9 +18,8 @@ import stripe
 from fastapi import APIRouter, Request
 
 from worker.door import relay
-from worker.door.body import Refused, raw_body
+from worker.door.body import Refused, signed_body
 from worker.producer import publish_payment, publish_refund
-from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -32,13 +31,10 @@ REFUNDS = ("refund.created", "refund.updated")
 @router.post("/webhooks/stripe")
 async def stripe_webhook(request: Request) -> dict[str, Any]:
     async def verified() -> dict[str, Any]:
-        secret = get_settings().stripe_webhook_secret
-        if secret is None:
-            raise Refused(503, "STRIPE_WEBHOOK_SECRET is not set on this relay", "not_configured")
-        body = await raw_body(request)
+        body, secret = await signed_body(request, "stripe_webhook_secret")
         try:
-            event = stripe.Webhook.construct_event(body, request.headers.get("stripe-signature"),
-                                                   secret.get_secret_value(), tolerance=TOLERANCE_S)
+            event = stripe.Webhook.construct_event(body, request.headers.get("stripe-signature"), secret,
+                                                   tolerance=TOLERANCE_S)
         except stripe.SignatureVerificationError as exc:
             # The exception holds the body: only its first line is logged.
             log.warning("stripe webhook refused: %s (%d-byte body not parsed)", str(exc).split(".")[0], len(body))
