@@ -28,7 +28,9 @@ TOKEN = "tok-webapp-3f9a1c7e5b2d4a60"
 SECRET = "s" * 40  # a signing secret of 32+ bytes for serve (which signs) and the worker (which checks)
 RUNNER = """import { signUp, balance } from "./readme_fetch.mjs";
 const [mode, userId] = process.argv.slice(2);
-const out = mode === "signup" ? { task_id: await signUp(userId, "ada@example.com") } : { balance: await balance(userId) };
+const out = mode === "signup"
+  ? { task_id: await signUp(userId, "ada@example.com") }
+  : { balance: await balance(userId) };
 console.log(JSON.stringify(out));
 """
 
@@ -50,8 +52,9 @@ def serve(tmp_path: Path):
     for unused in ("LITELLM_MASTER_KEY", "KEY_ENCRYPTION_KEY"):  # serve needs neither
         env.pop(unused, None)
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    command = [sys.executable, "-m", "worker.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
     def healthy() -> bool:
         if proc.poll() is not None:
