@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, TEST_DB, TEST_ENV
+from tests.conftest import MASTER_KEY, PG_ADMIN_URL, TEST_DB, TEST_ENV
 from tests.fixtures import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,9 +62,11 @@ def test_without_a_signing_secret_nothing_starts_unless_unsigned_is_allowed(prox
 
 
 def test_with_the_opt_in_the_worker_starts_and_says_loudly_that_events_are_unsigned(workers: Workers):
-    workers.start()  # TEST_ENV carries ALLOW_UNSIGNED_EVENTS=true and no secret
-    assert any(" WARNING " in line and "events are NOT signed (ALLOW_UNSIGNED_EVENTS=true)" in line
-               for line in workers.output().splitlines()), workers.output()[-3000:]
+    workers.start(env={"LITELLM_MASTER_KEY": MASTER_KEY, "FLOWER_PASSWORD": "change-me"})
+    warned = [line for line in workers.output().splitlines() if " WARNING " in line]
+    # TEST_ENV carries ALLOW_UNSIGNED_EVENTS=true and no secret.
+    assert any("events are NOT signed (ALLOW_UNSIGNED_EVENTS=true)" in line for line in warned), warned
+    assert any("FLOWER_PASSWORD: the repository's published sample value" in line for line in warned), warned
 
 
 def test_a_master_key_the_proxy_refuses_stops_the_start_before_any_event_is_taken(proxy, redis_client):

@@ -42,7 +42,7 @@ def problems(s: Settings, *, migrating: bool) -> tuple[list[str], list[str]]:
         down = unreachable(client)
         # A proxy that is down is not fatal: every task retries with backoff until it is back.
         found.append(warn("proxy", f"{down.detail}; tasks wait for it") if down else key_accepted(client))
-    later = [f.detail for f in found if f.level == "warn"]
+    later = [f.detail for f in [*found, config.samples(s)] if f.level == "warn"]
     if s.event_signing_secret is None:
         later.append(config.SIGNING_OFF)
     return _fatal(found), later
