@@ -38,12 +38,12 @@ SECRETS = (SIGNING_SECRET, PAYSTACK_SECRET, STRIPE_SECRET, OLD_TOKEN, NEW_TOKEN)
 class Door:
     """One serve process; its log is kept so tests can read what it wrote."""
 
-    def __init__(self, log: Path, env: dict[str, str] | None = None):
+    def __init__(self, log: Path, env: dict[str, str] | None = None, drop: tuple[str, ...] = ()):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         full = {k: v for k, v in {**os.environ, **TEST_ENV, **DOOR_ENV, **(env or {})}.items()
-                if k not in ("LITELLM_MASTER_KEY", "KEY_ENCRYPTION_KEY")}
+                if k not in ("LITELLM_MASTER_KEY", "KEY_ENCRYPTION_KEY", *drop)}
         self.proc = subprocess.Popen([sys.executable, "-m", "worker.cli.main", "serve", "--port", str(self.port)],
                                      cwd=ROOT, env=full, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -46,3 +46,18 @@ def test_nothing_outside_the_door_imports_it_but_its_command():
                        if not name.startswith("worker.door") and name != "worker.cli.serve"
                        and any(i == "worker.door" or i.startswith("worker.door.") for i in _imports(path, known)))
     assert importers == []
+
+
+def test_with_unsigned_events_allowed_serve_starts_warning_and_queues_them_unsigned(tmp_path):
+    from tests.door.conftest import Door, auth, queued
+
+    door = Door(tmp_path / "serve.log", {"ALLOW_UNSIGNED_EVENTS": "true"}, drop=("EVENT_SIGNING_SECRET",))
+    try:
+        answer = door.http.post("/v1/events/signup", headers=auth(),
+                                json={"user_id": "ada", "occurred_at": "2026-11-20T10:00:00Z"})
+        assert answer.status_code == 202
+        (message,) = queued("signups")
+        assert "signature" not in message["event"]
+        assert "queued UNSIGNED" in door.output()
+    finally:
+        door.stop()
