@@ -50,7 +50,7 @@ def handle(payload: dict[str, Any]) -> relay.Answer:
 
 def payment(data: dict[str, Any]) -> dict[str, Any]:
     return {"provider": "paystack", "reference": data.get("reference"), "user_id": user_of(data.get("metadata")),
-            "amount_minor": data.get("amount"), "currency": data.get("currency"),
+            "amount_minor": minor_units(data.get("amount")), "currency": data.get("currency"),
             # paid_at in the published examples; older payloads spell it paidAt. Money was received
             # either way: with neither, the time of receipt dates it rather than a dead letter.
             "paid_at": data.get("paid_at") or data.get("paidAt") or datetime.now(UTC).isoformat()}
@@ -81,7 +81,8 @@ def user_of(metadata: Any) -> str | None:
 
 
 def minor_units(amount: Any) -> Any:
-    """Paystack sends a refund's amount as a string ("5000"); anything else is left for validation."""
+    """Paystack sends a refund's amount as a string ("5000") and a charge's as an integer; digits are
+    taken either way, anything else is left for validation (and a dead letter)."""
     if isinstance(amount, str) and amount.isascii() and amount.isdigit():
         return int(amount)
     return amount
