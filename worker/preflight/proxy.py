@@ -41,7 +41,7 @@ def key_accepted(client: httpx.Client) -> Finding:
     return ok("master key", "accepted by the proxy")
 
 
-def version(client: httpx.Client) -> Finding:
+def version(client: httpx.Client, authorized: bool = True) -> Finding:
     found = None
     for path in ("/health/readiness/details", "/health/readiness"):  # the second on older proxies
         try:
@@ -52,7 +52,8 @@ def version(client: httpx.Client) -> Finding:
         if found:
             break
     if not found:
-        return ok("proxy", f"{client.base_url} reachable; it does not report its version (tested: {TESTED_VERSION})")
+        why = "it does not report its version" if authorized else "its version is not read with a refused key"
+        return ok("proxy", f"{client.base_url} reachable; {why} (tested: {TESTED_VERSION})")
     if found != TESTED_VERSION:
         return warn("proxy", f"{client.base_url} reachable, LiteLLM {found}; this release is tested with "
                              f"{TESTED_VERSION}")
@@ -103,7 +104,7 @@ def proxy(base_url: str, master_key: str, timeout_s: float, database_url: str | 
         if down:
             return [down]
         key = key_accepted(client)
-        found = [version(client), key]
+        found = [version(client, key.level != "fail"), key]
         if key.level != "fail":
             found.append(spend_logs_direct(database_url) if database_url else spend_logs_api(client))
         return found
