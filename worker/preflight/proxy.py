@@ -22,8 +22,8 @@ def unreachable(client: httpx.Client) -> Finding | None:
         return fail("proxy", f"cannot reach {client.base_url} ({type(exc).__name__}); check LITELLM_BASE_URL "
                              "and that the proxy is running")
     if answer.status_code >= 400:
-        return fail("proxy", f"{client.base_url} answered /health/readiness with HTTP {answer.status_code}; "
-                             "is the proxy (or its database) up?")
+        return fail("proxy", f"{client.base_url} answered /health/readiness with HTTP {answer.status_code}: is "
+                             "LITELLM_BASE_URL the proxy, and is the proxy's database up?")
     return None
 
 
@@ -32,7 +32,7 @@ def key_accepted(client: httpx.Client) -> Finding:
     try:
         answer = client.get("/key/list", params={"page": 1, "size": 1})
     except httpx.HTTPError as exc:
-        return fail("master key", f"not checked: {type(exc).__name__} on /key/list; check LITELLM_BASE_URL")
+        return warn("master key", f"not confirmed: {type(exc).__name__} on /key/list; check LITELLM_BASE_URL")
     if answer.status_code in REFUSED:
         return fail("master key", f"the proxy refuses LITELLM_MASTER_KEY (HTTP {answer.status_code}); set it to "
                                   "the proxy's master key")
@@ -75,7 +75,8 @@ def spend_logs_api(client: httpx.Client) -> Finding:
             return ok("spend logs", f"readable through {path}")
         if status != 404:
             break
-    hint = "set LITELLM_MASTER_KEY to the proxy's master key" if status in REFUSED else "is the proxy's database up?"
+    hint = ("set LITELLM_MASTER_KEY to the proxy's master key" if status in REFUSED else
+            "is the proxy's database up? (or read the spend logs from it directly: LITELLM_DATABASE_URL)")
     return fail("spend logs", f"{path} answered HTTP {status}; {hint}")
 
 
