@@ -78,6 +78,9 @@ def test_a_master_key_the_proxy_refuses_stops_the_start_before_any_event_is_take
         assert line == "error: the proxy refuses LITELLM_MASTER_KEY (HTTP 401); set it to the proxy's master key"
     assert redis_client.llen("signups") == 1  # still queued: not taken, not dead-lettered
     assert "sk-not-the-master-key" not in line
+    # Two things wrong: still one line, naming both.
+    line = refusal(WORKER, LITELLM_MASTER_KEY="sk-not-the-master-key", ALLOW_UNSIGNED_EVENTS=None)
+    assert "LITELLM_MASTER_KEY" in line and "; also: EVENT_SIGNING_SECRET is not set" in line
 
 
 def test_an_unreachable_or_unmigrated_database_stops_the_worker(proxy, unmigrated):

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from worker.preflight import config
 from worker.preflight.database import database
-from worker.preflight.findings import Finding, first_line, safe_url, warn
+from worker.preflight.findings import first_line, safe_url, warn
 from worker.preflight.proxy import client_for, key_accepted, unreachable
 from worker.settings import Settings, get_settings
 
@@ -27,29 +27,20 @@ warnings: list[str] = []
 
 
 def problems(s: Settings, *, migrating: bool) -> tuple[list[str], list[str]]:
-    """(refusals, warnings); with `migrating`, the database is left to the migration."""
-    refusals = [f"invalid settings: {name} is not set; the worker needs it" for name in config.missing_secrets(s)]
-    if refusals:
-        return refusals, []
-    signing = config.signing_problem(s)
-    if signing:
-        return [f"error: {signing}"], []
+    """(what stops the start, what to warn of); with `migrating`, the database is left to the
+    migration. Every check runs, so that one line can name every setting to fix."""
+    missing = config.missing_secrets(s)
+    if missing:
+        return [f"invalid settings: {name} is not set; the worker needs it" for name in missing], []
     found = [] if migrating else [database(s.database_url)]
-    if _fatal(found):
-        return _fatal(found), []
     assert s.litellm_master_key is not None
     with client_for(s.litellm_base_url, s.litellm_master_key.get_secret_value(), s.proxy_timeout_s) as client:
         down = unreachable(client)
         # A proxy that is down is not fatal: every task retries with backoff until it is back.
         found.append(warn("proxy", f"{down.detail}; tasks wait for it") if down else key_accepted(client))
-    later = [f.detail for f in [*found, config.samples(s)] if f.level == "warn"]
-    if s.event_signing_secret is None:
-        later.append(config.SIGNING_OFF)
-    return _fatal(found), later
-
-
-def _fatal(found: list[Finding]) -> list[str]:
-    return [f"error: {f.detail}" for f in found if f.level == "fail"]
+    found += [config.signing(s), config.samples(s)]
+    fatal = [f.detail for f in found if f.level == "fail"]
+    return ([f"error: {'; also: '.join(fatal)}"] if fatal else []), [f.detail for f in found if f.level == "warn"]
 
 
 def refuse(line: str) -> None:
