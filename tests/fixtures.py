@@ -130,3 +130,15 @@ def workers(tmp_path: Path, proxy: StandInProxy) -> Iterator[Workers]:
     pool = Workers(tmp_path)
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture
+def unmigrated() -> Iterator[str]:
+    """DATABASE_URL of an empty database: reachable, never migrated."""
+    name = f"{TEST_DB}_unmigrated"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield TEST_ENV["DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

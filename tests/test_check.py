@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from tests.chaos.harness import PrivateRedis
-from tests.conftest import PG_ADMIN_URL, TEST_DB, TEST_ENV
 from worker.cli.main import app
-
-EMPTY_DB = f"{TEST_DB}_unmigrated"
 
 
 def check(monkeypatch, **env: str | None):
@@ -32,16 +28,6 @@ def aof_redis(tmp_path_factory) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path_factory.mktemp("redis"), appendonly=True).start()
     yield server
     server.kill()
-
-
-@pytest.fixture
-def unmigrated() -> Iterator[str]:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}"')
-        conn.execute(f'CREATE DATABASE "{EMPTY_DB}"')
-    yield TEST_ENV["DATABASE_URL"].rsplit("/", 1)[0] + f"/{EMPTY_DB}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}"')
 
 
 def test_a_good_setup_passes_with_one_line_per_dependency(proxy, aof_redis, monkeypatch):

@@ -8,13 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-import pytest
-
-from tests.conftest import MASTER_KEY, PG_ADMIN_URL, TEST_DB, TEST_ENV
+from tests.conftest import MASTER_KEY, TEST_ENV
 from tests.fixtures import Workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +18,6 @@ BIN = Path(sys.executable).parent
 WORKER = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "signups", "--without-mingle",
           "--without-gossip"]
 RUN = [str(BIN / "litellm-credits"), "run", "--concurrency", "1"]
-EMPTY_DB = f"{TEST_DB}_startup_empty"
 
 
 def refusal(cmd: list[str], **env: str | None) -> str:
@@ -41,16 +36,6 @@ def refusal(cmd: list[str], **env: str | None) -> str:
     assert proc.returncode == 2 and len(lines) == 1, (cmd, proc.returncode, stderr)
     assert "Traceback" not in stderr
     return lines[0]
-
-
-@pytest.fixture
-def unmigrated() -> Iterator[str]:
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}"')
-        conn.execute(f'CREATE DATABASE "{EMPTY_DB}"')
-    yield TEST_ENV["DATABASE_URL"].rsplit("/", 1)[0] + f"/{EMPTY_DB}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}"')
 
 
 def test_without_a_signing_secret_nothing_starts_unless_unsigned_is_allowed(proxy, redis_client):
