@@ -12,8 +12,9 @@ def register(app: typer.Typer) -> None:
     def check(json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
         """Check every dependency, one line each, naming what to fix; exit 1 if any check fails.
 
-        Settings; PostgreSQL reachable and migrated; Redis reachable, appendonly, noeviction; the proxy
-        reachable, the master key accepted, its version, spend logs readable; signing; sample secrets."""
+        Settings, PostgreSQL (migrated?), Redis (appendonly, noeviction), the proxy (key, version, spend logs).
+
+        Signing on (or explicitly off), and no secret left at a published sample value."""
         from worker.preflight.report import run_all
 
         found = run_all()

@@ -21,8 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check every key's max_budget and spend against the ledger; exit 1 if drift is left unfixed.
 
-        Without --fix every difference found is left; with --fix, those it could not repair (and keys
-        it could not check) are."""
+        Without --fix every difference found counts; with --fix, what it could not repair or check."""
         from worker.credits.reconcile import reconcile_alone
 
         report = reconcile_alone(fix=fix)

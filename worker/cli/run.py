@@ -25,10 +25,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """All-in-one local mode: check, migrate, then ONE worker on every queue with the beat embedded.
 
-        Production runs workers (`celery -A worker.app worker`, as many as needed) plus exactly one
-        `celery -A worker.app beat`, as docker-compose.yml does. Start-up stops with one line (exit 2)
-        when EVENT_SIGNING_SECRET is unset (unless ALLOW_UNSIGNED_EVENTS=true), the proxy refuses
-        LITELLM_MASTER_KEY, or the database cannot be reached."""
+        Production runs workers (`celery -A worker.app worker`) plus exactly one beat, as docker-compose.yml does.
+
+        Stops at once with one line (exit 2) when a check fails: signing off, master key refused, database down."""
         from schemas.routes import QUEUES
         from worker.preflight import startup
 
