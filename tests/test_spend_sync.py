@@ -28,6 +28,14 @@ from worker.spend import runs as spend_runs
 from worker.spend.sync import sync
 
 
+@pytest.fixture(autouse=True)
+def _pages_of_1000(monkeypatch):
+    # These tests count pages of 1,000 rows, the largest the proxy serves (the default is smaller,
+    # to keep the proxy's users unhurt: tests/test_spend_quiet.py).
+    monkeypatch.setenv("SPEND_PAGE_SIZE", "1000")
+    get_settings.cache_clear()
+
+
 def test_25000_rows_over_two_hours_are_ingested_exactly_once(proxy):
     account("alice", ALICE)
     account("bob", BOB)

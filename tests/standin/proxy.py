@@ -5,7 +5,8 @@ custom keys must start with sk-, absolute max_budget, the budget check before a 
 that crosses still succeeds, the next gets 422), spend logs paged by offset newest first with
 inclusive whole-second bounds, page_size <= 1000 (else 422), totals capped at 10,000, and an
 unknown key in /key/bulk_update costing `bulk_unknown_s`, a /key/list page holding a key whose
-spend is NaN failing whole (HTTP 500) (the real proxy retries its lookup with
+spend is NaN failing whole (HTTP 500), every write to a key moving its updated_at (a spend
+update too), /key/list sorted by key_alias or updated_at (the real proxy retries its lookup with
 backoff: 0.8-2.6 s a key there).
 Faults for tests: `mode` = "ok" | "error" (HTTP 500) | "hang" (sleeps past client timeouts),
 `fail_after` = N (serve N more requests, then switch to mode "error"), `delays` = {path: seconds}
@@ -130,6 +131,7 @@ class StandInProxy:
             key = self.keys.get(row["api_key"])
             if key is not None:
                 key["spend"] += spend
+                key["updated_at"] = self._now()  # the proxy's spend update is an update_many
         return row
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -214,7 +216,7 @@ class StandInProxy:
         self.keys[tok] = {
             "token": tok, "key_alias": alias, "user_id": body.get("user_id"),
             "max_budget": body.get("max_budget"), "spend": 0.0, "metadata": body.get("metadata") or {},
-            "budget_duration": body.get("budget_duration"), "blocked": None,
+            "budget_duration": body.get("budget_duration"), "blocked": None, "updated_at": self._now(),
         }
         if alias:
             self.aliases[alias] = tok
@@ -231,10 +233,17 @@ class StandInProxy:
         key = self.keys.get(token(str(body.get("key", ""))))
         if key is None:
             return 404, {"detail": {"error": "Key not found"}}
-        for field in ("max_budget", "blocked", "metadata"):
+        for field in ("max_budget", "blocked", "metadata", "spend", "budget_duration"):
             if field in body:
                 key[field] = body[field]
+        key["updated_at"] = self._now()  # the real proxy's column is Prisma's @updatedAt
         return 200, dict(key)
+
+    def _now(self) -> str:
+        # Strictly increasing, as two writes of the real proxy a moment apart would be.
+        self._last_write = max(datetime.now(UTC), getattr(self, "_last_write", datetime.min.replace(tzinfo=UTC))
+                               + timedelta(microseconds=1000))
+        return self._last_write.replace(tzinfo=None).isoformat(timespec="milliseconds")
 
     def _bulk_update(self, body: dict[str, Any]) -> tuple[int, Any]:
         items = body.get("keys")
@@ -263,8 +272,9 @@ class StandInProxy:
             found = [k for k in self.keys.values() if alias.lower() in (k["key_alias"] or "").lower()]
         else:
             found = [k for k in self.keys.values() if not alias or k["key_alias"] == alias]
-        if query.get("sort_by") == "key_alias":
-            found.sort(key=lambda k: k["key_alias"] or "", reverse=query.get("sort_order") == "desc")
+        if query.get("sort_by") in ("key_alias", "updated_at"):
+            field = query["sort_by"]
+            found.sort(key=lambda k: k[field] or "", reverse=query.get("sort_order") == "desc")
         chosen = found[(page - 1) * size:page * size]
         if any(k["spend"] != k["spend"] for k in chosen):  # NaN: the real proxy cannot serialise the page
             return 500, {"error": {"message": 'Error converting field "spend" of expected non-nullable type "Float"'}}
