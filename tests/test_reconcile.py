@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import text as text_
 from typer.testing import CliRunner
 
 from schemas.routes import ROUTES
@@ -279,3 +280,82 @@ def test_keys_are_read_from_the_proxy_database_when_it_is_configured(proxy, monk
     finally:
         with session_scope() as session:
             session.execute(text('DROP TABLE "LiteLLM_VerificationToken"'))
+
+
+def _hand_edit(proxy, key_hash: str, **fields) -> None:
+    """An operator's edit through the proxy's own API (it moves the key's updated_at)."""
+    import httpx
+
+    from tests.conftest import MASTER_KEY
+
+    httpx.post(f"{proxy.url}/key/update", json={"key": key_hash, **fields},
+               headers={"Authorization": f"Bearer {MASTER_KEY}"}).raise_for_status()
+
+
+def _time_passes(proxy) -> None:
+    """Every key's last write is older than the watermark, as after a quiet while."""
+    from sqlalchemy import text
+
+    with session_scope() as session:
+        watermark = session.execute(text("SELECT watermark FROM reconcile_state")).scalar_one()
+    for key in proxy.keys.values():
+        key["updated_at"] = (watermark.astimezone(UTC).replace(tzinfo=None) - timedelta(minutes=1)).isoformat()
+
+
+def test_a_pass_reads_only_the_keys_changed_since_the_last_and_repairs_a_hand_edit(proxy):
+    hashes = {f"u{i:03d}": signup_user(f"u{i:03d}") for i in range(150)}
+    first = reconcile(fix=True)
+    assert first.full and first.checked == 150
+    _time_passes(proxy)
+
+    proxy.requests.clear()
+    idle = reconcile(fix=True)
+    assert not idle.full and idle.checked == 0
+    assert proxy.requests == {"/key/list": 1}  # one page, whatever the number of keys
+
+    _hand_edit(proxy, hashes["u077"], max_budget=999)
+    proxy.requests.clear()
+    report = reconcile(fix=True)
+    assert not report.full and report.checked == 1
+    assert report.drifted == [Drift("u077", Decimal(999), Decimal(2))] and report.fixed == 1
+    assert proxy.keys[hashes["u077"]]["max_budget"] == 2
+    assert proxy.requests["/key/list"] == 1
+
+
+def test_every_key_is_read_again_once_reconcile_full_s_has_passed(proxy, monkeypatch):
+    from worker.settings import get_settings
+
+    for i in range(3):
+        signup_user(f"f{i}")
+    assert reconcile().full
+    _time_passes(proxy)
+    assert not reconcile().full
+    monkeypatch.setenv("RECONCILE_FULL_S", "1")
+    get_settings.cache_clear()
+    with session_scope() as session:
+        session.execute(text_("UPDATE reconcile_state SET full_at = full_at - interval '2 seconds'"))
+    report = reconcile()
+    assert report.full and report.checked == 3
+
+
+def test_a_spend_counter_set_back_or_given_a_budget_duration_is_restored_to_the_ledgers_usage(proxy):
+    """Issue 20: with the proxy's spend below the ledger's usage the key could spend 12 against a
+    remaining 0.5."""
+    bob = signup_user("bob")
+    pay("bob", "pay-1")  # credited 12
+    with session_scope() as session:
+        ledger.record(session, user_id="bob", kind="usage", idempotency_key="spend:r-1", spent=Decimal("11.5"),
+                      occurred_at=datetime.now(UTC))
+    proxy.keys[bob]["spend"] = 11.5
+    assert reconcile(fix=True).spend_restored == []
+
+    _hand_edit(proxy, bob, spend=0)  # the counter set back by hand
+    report = reconcile(fix=True)
+    assert [(d.user_id, d.proxy, d.ledger) for d in report.spend_restored] == [("bob", Decimal(0), Decimal("11.5"))]
+    assert proxy.keys[bob]["spend"] == 11.5 and proxy.keys[bob]["max_budget"] == 12
+
+    _hand_edit(proxy, bob, budget_duration="30d")  # a reset to come
+    report = reconcile(fix=True)
+    assert [d.user_id for d in report.spend_restored] == ["bob"]
+    assert proxy.keys[bob]["budget_duration"] is None and proxy.keys[bob]["spend"] == 11.5
+    assert reconcile(fix=True).spend_restored == []
