@@ -2,7 +2,8 @@
 
     uv run python -m bench.proxy_load [--keys 10000] [--idle-s 300] [--turn-s 40] [--backlog 20000]
 
-Needs a real proxy of its own (not the shared one on :4000), started with ../shared/litellm-real:
+Needs a real proxy of its own (not the shared one on :4000: its spend-log table is emptied
+first, so the day before holds only what the run puts there), started with ../shared/litellm-real:
 
     env -u DATABASE_URL LITELLM_PORT=4100 LITELLM_WORK_DIR=/tmp/litellm-quiet LITELLM_DB_NAME=litellm_quiet \\
         ../shared/litellm-real/start-litellm.sh
@@ -40,6 +41,7 @@ os.environ.setdefault("BENCH_REDIS_DB", "13")
 os.environ.setdefault("REAL_LITELLM_DB", "postgresql://litellm:litellm@127.0.0.1:5432/litellm_quiet")
 
 import httpx  # noqa: E402
+import psycopg  # noqa: E402
 
 from bench import (  # noqa: E402
     common,
@@ -216,7 +218,10 @@ def main() -> None:
     common.flush_redis()
     procs = common.Procs()
     figures: dict[str, Any] = {"keys": args.keys, "code": str(code), "code_commit": _code_commit(code)}
-    spend_real.delete_rows()
+    if PROXY_DB.rstrip("/").endswith("/litellm_real") or URL.endswith(":4000"):
+        raise SystemExit("bench.proxy_load empties its proxy's spend logs: give it a proxy of its own")
+    with psycopg.connect(PROXY_DB) as conn:  # the horizon holds only what this run puts there
+        figures["proxy_rows_deleted_first"] = conn.execute('DELETE FROM "LiteLLM_SpendLogs"').rowcount
     try:
         hashes = populate(URL, KEY, args.keys, PROXY_DB)
         with httpx.Client(base_url=URL, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as c:

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+import worker.spend.rejects  # noqa: F401 - registers the replay of a set-aside row, as the CLI does
 from tests.spend_helpers import ALICE, BASE, SETTLE, account, position, stored, usage
 from worker.db import session_scope
 from worker.delivery.replay import replay

@@ -58,6 +58,7 @@ def show(letter_id: int, json: bool = typer.Option(False, "--json", help="Print 
 @friendly
 def replay(letter_id: int) -> None:
     """Re-enqueue the stored event under its task name (after fixing the cause)."""
+    import worker.spend.rejects  # noqa: F401 - registers the replay of a set-aside spend-log row
     from worker.delivery import replay as replays
 
     task = replays.replay(letter_id)

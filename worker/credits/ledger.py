@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -12,20 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from worker.models import LedgerEntry
-
-# Every amount is stored as numeric(20, 10). The one rounding rule (docs/architecture.md, "Money"):
-# to 10 places, half to even, in Python, before a value reaches the database, so PostgreSQL never
-# rounds (it would round half away from zero) and a sum of many rounded amounts carries no bias.
-PLACES = Decimal("1e-10")
-
-
-# How far a figure the proxy reports may stray from the ledger's and still agree: it stores
-# floats, and its sums of them carry float noise.
-PROXY_TOLERANCE = Decimal("1e-6")
-
-
-def money(value: Decimal) -> Decimal:
-    return value.quantize(PLACES, rounding=ROUND_HALF_EVEN)
+from worker.money import PLACES, PROXY_TOLERANCE, money  # noqa: F401 - the one rounding rule (worker/money.py)
 
 
 def new_entry(

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from worker import metrics
 from worker.credits import audit
-from worker.credits.ledger import PROXY_TOLERANCE
+from worker.money import PROXY_TOLERANCE
 from worker.proxy import PermanentProxyError
 
 log = logging.getLogger("worker.credits.reconcile")

@@ -21,9 +21,9 @@ from decimal import Decimal
 
 from worker import proxy
 from worker.credits import ledger
-from worker.credits.ledger import PROXY_TOLERANCE
 from worker.credits.reconcile_report import Drift, Report
 from worker.db import session_scope
+from worker.money import PROXY_TOLERANCE
 from worker.spend.repair import repair_key, unsynced_explains
 
 log = logging.getLogger("worker.credits.reconcile")

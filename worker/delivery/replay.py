@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
 
 from schemas.routes import ROUTES
 from worker.db import session_scope
 from worker.models import DeadLetter
 from worker.producer import enqueue
 
+# Letters that hold no event (a spend-log row set aside, say): the package that wrote them
+# registers how to apply one again (`handles`), so delivery knows no package above it.
+Handler = Callable[[Session, DeadLetter], None]
+_handlers: dict[str, Handler] = {}
+
+
+def handles(task_name: str) -> Callable[[Handler], Handler]:
+    """Register `fn(session, letter)` as the replay of letters of `task_name`; it raises
+    ValueError, changing nothing, when the letter still cannot be applied."""
+    def register(fn: Handler) -> Handler:
+        _handlers[task_name] = fn
+        return fn
+
+    return register
+
 
 def replay(letter_id: int) -> str:
-    """Re-enqueue the stored event under its task name; returns the task name. A spend-log row set
-    aside is checked again under today's settings (a raised SPEND_ROW_MAX_USD, say) and stored."""
+    """Re-enqueue the stored event under its task name, or apply the letter by its registered
+    handler; returns the task name."""
     with session_scope() as session:
         letter = session.get(DeadLetter, letter_id, with_for_update=True)
         if letter is None:
             raise LookupError(f"no dead letter {letter_id}")
         if letter.status != "open":
             raise ValueError(f"dead letter {letter_id} is already {letter.status}")
-        if letter.task_name == "spend.row":
-            from worker.spend.rejects import store_again
-
-            store_again(session, letter)  # in this transaction, with the letter marked replayed
+        handler = _handlers.get(letter.task_name)
+        if handler is not None:
+            handler(session, letter)  # in this transaction, with the letter marked replayed
             letter.status, letter.resolved_at = "replayed", datetime.now(UTC)
             return letter.task_name
         if not letter.task_name.startswith("events.") or letter.task_name not in ROUTES:

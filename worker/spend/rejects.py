@@ -1,4 +1,5 @@
-"""A spend-log row set aside, stored after all: what replaying its dead letter does."""
+"""A spend-log row set aside, stored after all: what replaying its dead letter does (registered
+with worker.delivery.replay; the CLI's `dead-letters replay` imports this module)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from schemas.proxy import SpendLogRow
+from worker.delivery.replay import handles
 from worker.models import DeadLetter
 from worker.spend import rows
-from worker.spend.ingest import write_page
+from worker.spend.ingest import DEAD_LETTER_TASK, write_page
 
 
+@handles(DEAD_LETTER_TASK)
 def store_again(session: Session, letter: DeadLetter) -> None:
-    """Check the row again and store (and debit) it; ValueError, changing nothing, if it still fails."""
+    """Check the row again under today's settings (a raised SPEND_ROW_MAX_USD, say) and store (and
+    debit) it; ValueError, changing nothing, if it still fails."""
     try:
         kept = json.loads(letter.payload)["row"]
         row = rows.from_api(SpendLogRow.model_validate(kept))

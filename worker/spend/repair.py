@@ -18,9 +18,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from worker import proxy
-from worker.credits.ledger import PROXY_TOLERANCE, money
 from worker.db import session_scope
 from worker.models import Account, LedgerEntry
+from worker.money import PROXY_TOLERANCE, money
 from worker.settings import get_settings
 from worker.spend import runs as spend_runs
 from worker.spend.fetch import ProxySource

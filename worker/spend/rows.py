@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from schemas.proxy import SpendLogRow
-from worker.credits.ledger import money
+from worker.money import money
 from worker.settings import get_settings
 
 # What spend_logs can hold (migration 0002), checked before the row reaches COPY.
