@@ -37,14 +37,14 @@ ACCOUNTS_BATCH = 5000
 CONFIRM_CHUNK = 50  # accounts whose rows one confirmation holds locked while it reads their keys
 
 
-def reconcile_alone(fix: bool) -> Report | None:
+def reconcile_alone(fix: bool, full: bool | None = None) -> Report | None:
     """reconcile() under the reconcile lock, as the beat and the CLI run it; None (nothing done)
-    while another run holds the lock."""
+    while another run holds the lock. full=True reads every key now (an operator's check)."""
     with exclusive(Lock.RECONCILE) as mine:
         if not mine:
             log.info("reconcile already running elsewhere; skipped")
             return None
-        report = reconcile(fix=fix)
+        report = reconcile(fix=fix, full=full)
         # Under the same lock: one slice at a time moves the audit cursor.
         report.ledger_audit = audit.audit_slice(get_settings().audit_entries_per_reconcile)
         return report
