@@ -6,9 +6,11 @@ import logging
 
 import typer
 
+from worker.cli.common import RUN
+
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(rich_help_panel=RUN)
     def serve(
         host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a container only)."),
         port: int = typer.Option(8080, min=1, max=65535, help="Port to listen on."),
