@@ -366,3 +366,16 @@ def test_payment_during_proxy_outage_is_credited_at_once_and_pushed_later(worker
     wait_for(lambda: account().push_error is None, 10, "the push recorded")
     assert account().budget_pushed_usd == 12 and not letters()
     assert "transient failure, retry" in workers.output()
+
+
+def test_no_event_is_applied_unsigned_unless_that_is_asked_for(monkeypatch, proxy):
+    """Start-up refuses to run without EVENT_SIGNING_SECRET; should a process run anyway (a task
+    applied through Flower's API by a process started otherwise), the event is still refused."""
+    from worker.settings import get_settings
+
+    monkeypatch.setenv("ALLOW_UNSIGNED_EVENTS", "false")
+    get_settings.cache_clear()
+    payment.apply(kwargs={"event": pay()})
+    assert [d.reason for d in letters()] == [
+        "EVENT_SIGNING_SECRET is not set and ALLOW_UNSIGNED_EVENTS is not true: no event is applied unsigned"]
+    assert not entries("payment")

@@ -51,11 +51,27 @@ def verify(event: dict[str, Any], secret: str, why: str = PAYMENTS_SIGNED) -> st
     return None
 
 
+UNSIGNED_REFUSED = ("EVENT_SIGNING_SECRET is not set and ALLOW_UNSIGNED_EVENTS is not true: no event is applied "
+                    "unsigned")
+
+
+def _secret() -> str | None:
+    """The signing secret; None only where ALLOW_UNSIGNED_EVENTS=true says so. Start-up refuses
+    that configuration already; this is the same rule where an event is applied."""
+    s = get_settings()
+    if s.event_signing_secret is not None:
+        return s.event_signing_secret.get_secret_value()
+    if not s.allow_unsigned_events:
+        raise Rejected(UNSIGNED_REFUSED)
+    return None
+
+
 def check(event: dict[str, Any]) -> None:
-    """Rejected unless a payment, refund, adjustment or redemption is signed right, when EVENT_SIGNING_SECRET is set."""
-    secret = get_settings().event_signing_secret
+    """Rejected unless a payment, refund, adjustment or redemption is signed right (or signing is
+    explicitly off)."""
+    secret = _secret()
     if secret is not None:
-        problem = verify(event, secret.get_secret_value())
+        problem = verify(event, secret)
         if problem:
             raise Rejected(problem)
 
@@ -63,12 +79,12 @@ def check(event: dict[str, Any]) -> None:
 def check_signup(event: dict[str, Any]) -> None:
     """With EVENT_SIGNING_SECRET set, a signup's signature is checked when it carries one, and
     required unless SIGNUPS_MUST_BE_SIGNED is off."""
-    s = get_settings()
-    if s.event_signing_secret is None:
+    secret = _secret()
+    if secret is None:
         return
-    if event.get("signature") is None and not s.signups_must_be_signed:
+    if event.get("signature") is None and not get_settings().signups_must_be_signed:
         return
-    problem = verify(event, s.event_signing_secret.get_secret_value(), SIGNUPS_SIGNED)
+    problem = verify(event, secret, SIGNUPS_SIGNED)
     if problem:
         raise Rejected(problem)
 

@@ -9,8 +9,8 @@ crediting back what the expiry took too much. The user's remaining credit is the
 have been had the row arrived on time. grant_burn (migration 0010) counts every `expiry` entry
 of a grant as what left it.
 
-Which accounts to look at: usage entries written since the last run (a ledger id watermark in
-expiry_late_cursor) that are dated before an expiry entry written earlier. The scan's cost is the
+Which accounts to look at: entries written since the last run (a ledger id watermark in
+expiry_late_cursor) that are dated before one of the account's expiry entries. The scan's cost is the
 new usage since the last run, never an account's history.
 """
 
@@ -38,11 +38,15 @@ def accounts_with_late_spend(session: Session) -> tuple[list[str], int]:
     upto = session.execute(text(
         "SELECT coalesce(max(id), :after) FROM ledger_entries WHERE id > :after "
         f"AND created_at < now() - interval '{SETTLE_LAG}'"), {"after": after}).scalar()
+    # Not `x.id < u.id`: an insert takes its id before it waits for the account lock an expiry
+    # holds, so a row the expiry could not see can carry a lower id. A row the expiry did see
+    # costs only a grant_burn that finds nothing to give back. Any entry, not only usage: a
+    # backdated adjustment changes what was left of a grant too, and must do so whether or not
+    # some late usage happens to bring the account here.
     users = session.execute(text(
         "SELECT DISTINCT u.user_id FROM ledger_entries u "
-        "JOIN ledger_entries x ON x.user_id = u.user_id AND x.kind = 'expiry' AND x.id < u.id "
-        "  AND u.occurred_at < x.occurred_at "
-        "WHERE u.id > :after AND u.kind = 'usage' ORDER BY 1"), {"after": after}).scalars().all()
+        "JOIN ledger_entries x ON x.user_id = u.user_id AND x.kind = 'expiry' AND u.occurred_at < x.occurred_at "
+        "WHERE u.id > :after AND u.kind <> 'expiry' ORDER BY 1"), {"after": after}).scalars().all()
     return list(users), upto
 
 
