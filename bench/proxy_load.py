@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("BENCH_DB_NAME", "credits_bench_quiet")
-os.environ.setdefault("BENCH_REDIS_DB", "13")
+os.environ.setdefault("BENCH_REDIS_DB", "12")
 os.environ.setdefault("REAL_LITELLM_DB", "postgresql://litellm:litellm@127.0.0.1:5432/litellm_quiet")
 
 import httpx  # noqa: E402
