@@ -62,12 +62,11 @@ class Report:
 
 
 def log_report(report: Report) -> None:
-    summary = {"pass": "full" if report.full else "changed keys",
-               "checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
+    summary = {"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
                "pending": len(report.pending), "spend_mismatches": len(report.spend_mismatches),
                "spend_repaired": len(report.spend_repaired), "spend_restored": len(report.spend_restored),
                "key_errors": report.key_errors,
-               "errors": len(report.errors)}
+               "errors": len(report.errors), "pass": "full" if report.full else "changed"}
     level = (logging.WARNING if report.drifted or report.spend_mismatches or report.spend_restored or report.errors
              else logging.INFO)
     log.log(level, "reconcile: %s", " ".join(f"{k}={v}" for k, v in summary.items()), extra=summary)
