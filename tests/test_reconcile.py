@@ -180,9 +180,14 @@ def test_spend_not_yet_synced_is_explained_by_the_settle_window(proxy):
     proxy.add_spend(ann, 0.25, start + timedelta(minutes=10))
     spend_sync.sync(now=start + timedelta(minutes=30), start=start)
     proxy.add_spend(ann, 0.5, datetime.now(UTC))  # after the cursor: not synced yet
-    proxy.keys[bob]["spend"] = 0.3  # spend the proxy counts with no row behind it
+    # Spend the proxy counts with no row behind it, on a key last written before the cursor.
+    proxy.keys[bob].update(spend=0.3, updated_at=start.isoformat())
+    before = dict(proxy.requests)
     report = reconcile()
     assert report.spend_mismatches == [Drift("bob", Decimal("0.3"), Decimal(0))]
+    # Ann's key was written after the cursor: the rows behind its spend are still to come, and
+    # no spend-log request is made to find that out; bob's gap costs one.
+    assert proxy.requests.get("/spend/logs/v2", 0) - before.get("/spend/logs/v2", 0) == 1
 
 
 def test_usage_filed_beyond_the_verification_horizon_is_debited_by_reconcile(proxy):

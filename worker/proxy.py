@@ -132,11 +132,14 @@ def key_info(key_or_hash: str) -> KeyInfoResponse:
     return KeyInfoResponse.model_validate(call("GET", "/key/info", params={"key": key_or_hash}))
 
 
-def set_spend(key_hash: str, spend: Decimal) -> None:
-    """The key's spend counter set back to an absolute value, and its budget_duration cleared (a
-    periodic reset would zero the counter again): the key then allows no more than max_budget
-    minus what the ledger has used."""
-    call("POST", "/key/update", json={"key": key_hash, "spend": float(spend), "budget_duration": None})
+def restore_spend(key_hash: str, spend: Decimal | None) -> None:
+    """The key's budget_duration cleared (a periodic reset would zero its counter), and its spend
+    counter set back to an absolute value when one is given: the key then allows no more than
+    max_budget minus what the ledger has used."""
+    body: dict[str, object] = {"key": key_hash, "budget_duration": None}
+    if spend is not None:
+        body["spend"] = float(spend)
+    call("POST", "/key/update", json=body)
 
 
 # The real proxy's largest /key/list page.

@@ -79,3 +79,12 @@ def test_a_spend_counter_set_back_by_hand_is_restored_on_the_real_proxy(real_env
     info = client.key_info(key_hash).info
     assert info.spend == Decimal("11.5") and info.budget_duration is None and info.max_budget == Decimal(12)
     assert reconcile(fix=True).spend_restored == []
+
+    # Only a budget_duration set by hand, the counter right: the duration is cleared and the
+    # counter left as it is (setting it to the ledger's figure could lower it below spend the
+    # sync has not read yet).
+    _edit(key_hash, spend=11.75, budget_duration="7d")
+    report = reconcile(fix=True)
+    assert [d.user_id for d in report.spend_restored] == [user]
+    info = client.key_info(key_hash).info
+    assert info.budget_duration is None and info.spend == Decimal("11.75")

@@ -44,6 +44,7 @@ class Compared:
     credited: Decimal
     spent: Decimal
     budget_duration: str | None = None
+    updated_at: datetime | None = None
 
 
 def compare_page(keys: list[ListedKey]) -> list[Compared]:
@@ -58,7 +59,7 @@ def compare_page(keys: list[ListedKey]) -> list[Compared]:
         credited, spent = ledger.credited_totals(session, ids), ledger.spent_totals(session, ids)
     return [Compared(a.user_id, a.key_hash, a.created_at, by_hash[a.key_hash].max_budget,
                      by_hash[a.key_hash].spend, credited[a.user_id], spent[a.user_id],
-                     by_hash[a.key_hash].budget_duration) for a in accounts]
+                     by_hash[a.key_hash].budget_duration, by_hash[a.key_hash].updated_at) for a in accounts]
 
 
 def confirm(user_ids: list[str], fix: bool, report: Report) -> tuple[dict[str, KeyInfo], list[str]]:

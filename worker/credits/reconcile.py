@@ -118,8 +118,8 @@ def _compare(page: list, fix: bool, report: Report, pushes: list[str]) -> None:
     drifted = [c.user_id for c in compared if differs(c.proxy_budget, c.credited)]
     if drifted:
         _confirm(drifted, fix, report, pushes)
-    check_spend([SpendSeen(c.user_id, c.key_hash, c.created_at, c.proxy_spend, c.spent, c.budget_duration)
-                 for c in compared], fix, report)
+    check_spend([SpendSeen(c.user_id, c.key_hash, c.created_at, c.proxy_spend, c.spent, c.budget_duration,
+                           c.updated_at) for c in compared], fix, report)
 
 
 def _unseen(seen: set[str], fix: bool, report: Report, pushes: list[str], every_account: bool) -> None:
