@@ -106,7 +106,31 @@ def test_pages_through_the_key_listing_without_one_request_per_account(proxy):
     proxy.requests.clear()
     report = reconcile(page_size=3)
     assert report.checked == 8 and not report.drifted and not report.errors
-    assert proxy.requests == {"/key/list": 3, "/key/info": 1}
+    # Three pages, and one request for the newest write before the pass (its watermark).
+    assert proxy.requests == {"/key/list": 4, "/key/info": 1}
+
+
+def test_a_key_edited_during_a_full_pass_is_read_by_the_next_pass(proxy, monkeypatch):
+    """A full pass lists keys in alias order; a hand edit of a key it has listed already, made
+    while later pages are read, must not fall below the watermark that pass saves."""
+    from worker.credits import key_sources
+
+    hashes = [signup_user(f"user-{n}") for n in range(6)]
+    listed = key_sources.listed_keys
+
+    def edited_after_the_first_page(page_size):
+        for number, page in enumerate(listed(page_size)):
+            yield page
+            if number == 0:  # its first key edited by hand, then a key of a later page spends
+                proxy.keys[hashes[0]].update(max_budget=99.0, updated_at=proxy._now())
+                later = datetime.fromisoformat(proxy._now()) + timedelta(minutes=5)
+                proxy.keys[hashes[-1]]["updated_at"] = later.isoformat(timespec="milliseconds")
+
+    monkeypatch.setattr(key_sources, "listed_keys", edited_after_the_first_page)
+    assert reconcile(fix=True, page_size=3, full=True).full
+    monkeypatch.undo()
+    report = reconcile(fix=True)
+    assert not report.full and report.fixed == 1 and proxy.keys[hashes[0]]["max_budget"] == 2
 
 
 def test_missing_key_is_an_error_and_the_rest_still_checked(proxy):

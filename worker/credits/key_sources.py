@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from pydantic import ValidationError
 
 from schemas.proxy import KeyListPage, ListedKey
@@ -38,6 +39,7 @@ _QUERY = (f'SELECT {_COLUMNS} FROM "LiteLLM_VerificationToken" '
 # is the proxy's, and a read-only role cannot add it.
 _CHANGED = (f'SELECT {_COLUMNS} FROM "LiteLLM_VerificationToken" '
             "WHERE updated_at > %s AND key_alias LIKE %s ESCAPE '\\' ORDER BY updated_at")
+_NEWEST = 'SELECT max(updated_at) FROM "LiteLLM_VerificationToken" WHERE key_alias LIKE %s ESCAPE \'\\\''
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,20 @@ def changed_keys(since: datetime, page_size: int = proxy.KEY_LIST_MAX) -> Iterat
         yield from _changed_in_database(since)
     else:
         yield from _changed_from_proxy(since, page_size)
+
+
+def newest_write() -> datetime | None:
+    """The newest updated_at among our keys now, by the proxy's clock (one request, or one query);
+    None when it cannot be read."""
+    prefix = get_settings().key_alias_prefix
+    try:
+        if get_settings().litellm_database_url:
+            (newest,) = proxy_db.execute(_NEWEST, (_like(prefix),))[0]
+            return newest.replace(tzinfo=UTC) if newest is not None and newest.tzinfo is None else newest
+        keys = [k for k in _keys(_fetch(prefix, 1, 1, sort_by="updated_at"), prefix) if isinstance(k, ListedKey)]
+    except (proxy.ProxyError, psycopg.Error):
+        return None
+    return keys[0].updated_at if keys else None
 
 
 def _changed_from_proxy(since: datetime, size: int) -> Iterator[Page | PageFailed]:

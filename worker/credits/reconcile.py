@@ -63,6 +63,9 @@ def reconcile(fix: bool = False, page_size: int = proxy.KEY_LIST_MAX, full: bool
     pushes: list[str] = []  # drift confirmed, pushed a bulk request at a time
     newest: datetime | None = None
     try:
+        # A full pass lists keys in alias order, so the newest stamp it meets can belong to a key
+        # written after an earlier page was read: its watermark is the newest write before it starts.
+        before = key_sources.newest_write() if full else None
         for page in _pages(report, state, page_size):
             if isinstance(page, PageFailed):
                 report.errors.append(f"key listing page {page.number} could not be read ({page.reason}); "
@@ -83,7 +86,7 @@ def reconcile(fix: bool = False, page_size: int = proxy.KEY_LIST_MAX, full: bool
         budget_check.push(pushes, report)
     if not report.stopped:
         with session_scope() as session:
-            key_changes.save(session, newest, started if report.full else None)
+            key_changes.save(session, before or newest, started if report.full else None)
     return report
 
 
