@@ -72,8 +72,8 @@ def make_app() -> Celery:
             },
             "spend-retention": {
                 "task": "spend.retention",
-                "schedule": timedelta(hours=1),
-                "options": {"queue": ROUTES["spend.retention"], "expires": 3600},
+                "schedule": timedelta(minutes=10),
+                "options": {"queue": ROUTES["spend.retention"], "expires": 600},
             },
             "reconcile": {
                 "task": "ops.reconcile",

@@ -4,7 +4,7 @@ A stored row is what dedupes a re-read of its window, and verification compares 
 with the rows stored, so rows are kept while their window can still be read or verified:
 SPEND_VERIFY_S, plus a margin, SPEND_LOGS_KEEP_DAYS in all (never less than SPEND_VERIFY_S plus
 a day), counted back from the spend cursor. Older rows are deleted in bounded batches by
-`spend.retention` (beat, hourly, under its own lock). The ledger keeps every usage entry and
+`spend.retention` (beat, every 10 minutes, under its own lock). The ledger keeps every usage entry and
 spend_daily (daily_usage) every day: neither is read from spend_logs. A row older than the cutoff
 that is read again anyway (a backfill by hand, a key's repair) is not stored again: its ledger
 entry, keyed by request_id, still makes its debit happen once (worker.spend.ingest).
@@ -13,6 +13,7 @@ entry, keyed by request_id, still makes its debit happen once (worker.spend.inge
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -23,7 +24,10 @@ from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 BATCH = 5000  # rows a transaction: locks and WAL stay small, the proxy's readers never wait long
-MOST_BATCHES = 200  # a run deletes at most this many batches; the next run goes on
+# A run deletes batches for at most this long, then leaves the rest to the next run (every 10
+# minutes): a worker slot is never held for long, and a busy proxy's hour of rows (10.8M at 3,000
+# requests/s) is still deleted within the hour.
+BUDGET_S = 120
 
 
 def keep() -> timedelta:
@@ -50,7 +54,8 @@ def delete_old(batch: int = BATCH) -> int | None:
             cutoff = kept_from(session)
         if cutoff is None:
             return 0
-        for _ in range(MOST_BATCHES):
+        ends = time.monotonic() + BUDGET_S
+        while time.monotonic() < ends:
             with session_scope() as session:
                 n = session.execute(
                     text("DELETE FROM spend_logs WHERE ctid = ANY(ARRAY("
