@@ -205,3 +205,18 @@ def test_unset_expiry_never_expires(proxy):
     signup.apply(kwargs={"event": {"user_id": USER, "occurred_at": T0.isoformat()}})
     sync_cursor(T0 + 1000 * DAY)
     assert expire_due().expired == {} and budget(proxy) == 2
+
+
+def test_a_late_grant_that_expired_before_the_last_run_is_still_settled(expiring_signup, proxy, monkeypatch):
+    """Each run looks only at grants expiring, or written, since the last one; a signup that
+    arrives late, with a grant that expired before that run, is among those written since."""
+    from worker.credits import expiry_cursor
+
+    monkeypatch.setattr(expiry_cursor, "LAG", "0 seconds")  # no transaction is in flight here
+    sync_cursor(T0 + 5 * DAY)
+    assert expire_due().expired == {"signup:" + USER: Decimal(2)}
+    with session_scope() as session:
+        assert session.execute(text("SELECT grants_after_entry_id > 0 AND settled_until = :u FROM expiry_cursor"),
+                               {"u": T0 + 5 * DAY}).scalar()
+    signup.apply(kwargs={"event": {"user_id": "late", "occurred_at": (T0 + timedelta(hours=1)).isoformat()}})
+    assert expire_due().expired == {"signup:late": Decimal(2)}

@@ -6,7 +6,8 @@
   much: worker/credits/expiry.py then appends a correction, an `expiry` entry of the grant that
   gives the difference back. grant_burn therefore reads what left a grant as the sum of all its
   `expiry` entries, not the first one alone.
-- expiry_late_cursor: the ledger id up to which new usage entries have been looked at for that.
+- expiry_cursor: how far the expiry job has got (grants settled, entries looked at for late
+  spend), so that a run costs what is new since the last one.
 - grant_burn runs as its owner (SECURITY DEFINER, with a fixed search_path): account_balances
   calls it, and a role granted only the views (the web app's, as docs/dashboard.md writes it)
   could not read account_usage_segments and ledger_entries under it.
@@ -43,17 +44,19 @@ def upgrade() -> None:
                "SET jit = off")
     op.execute(
         """
-        CREATE TABLE expiry_late_cursor (
+        CREATE TABLE expiry_cursor (
             id boolean PRIMARY KEY DEFAULT true CHECK (id),
-            after_entry_id bigint NOT NULL DEFAULT 0,
+            settled_until timestamptz,  -- NULL: the first run looks at every grant
+            grants_after_entry_id bigint NOT NULL DEFAULT 0,
+            late_after_entry_id bigint NOT NULL DEFAULT 0,
             updated_at timestamptz NOT NULL DEFAULT now()
         );
-        INSERT INTO expiry_late_cursor (after_entry_id) SELECT coalesce(max(id), 0) FROM ledger_entries;
+        INSERT INTO expiry_cursor (late_after_entry_id) SELECT coalesce(max(id), 0) FROM ledger_entries;
         """
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE expiry_late_cursor")
+    op.execute("DROP TABLE expiry_cursor")
     op.execute(_grant_burn(_FIRST_ENTRY))
     op.execute("ALTER FUNCTION grant_burn(varchar, timestamptz) SET jit = off")

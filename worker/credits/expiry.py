@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import select, text
 
 from worker.alerts.checks import check_alerts
-from worker.credits import expiry_corrections, ledger
+from worker.credits import expiry_corrections, expiry_cursor, ledger
 from worker.credits.accounts import sync_key
 from worker.db import Lock, exclusive, session_scope
 from worker.errors import Rejected
@@ -61,10 +61,16 @@ def expire_due() -> Report:
         if found is None:
             return report
         until = found.position
+        since = expiry_cursor.load(session)
+        upto = expiry_cursor.committed_upto(session, since.grants_after)
+        # Grants expiring since the last run, and grants written since it (a late signup's grant
+        # can expire in the past): each an index range, not every grant that ever expired.
         users = session.execute(text(
-            "SELECT DISTINCT g.user_id FROM ledger_entries g WHERE g.expires_at <= :until AND NOT EXISTS "
-            "(SELECT 1 FROM ledger_entries x WHERE x.idempotency_key = 'expiry:' || g.grant_key)"
-        ), {"until": until}).scalars().all()
+            f"SELECT g.user_id FROM ledger_entries g WHERE g.expires_at > :since AND g.expires_at <= :until "
+            f"AND {UNSETTLED} UNION "
+            f"SELECT g.user_id FROM ledger_entries g WHERE g.id > :after AND g.expires_at <= :until AND {UNSETTLED}"
+        ), {"since": since.settled_until or datetime.min.replace(tzinfo=UTC), "until": until,
+            "after": since.grants_after}).scalars().all()
     report.until = until
     for user_id in sorted(users):
         try:
@@ -74,7 +80,13 @@ def expire_due() -> Report:
             # pushes its budget later.
             log.warning("credit expiry of %s failed: %s", user_id, exc)
             report.errors.append(f"{user_id}: {exc}")
+    # Every due grant is settled now (a failed push comes after its entry is written).
+    with session_scope() as session:
+        expiry_cursor.store_settled(session, until, upto)
     return report
+
+
+UNSETTLED = "NOT EXISTS (SELECT 1 FROM ledger_entries x WHERE x.idempotency_key = 'expiry:' || g.grant_key)"
 
 
 def correct_late_spend(report: Report) -> None:
@@ -95,7 +107,7 @@ def correct_late_spend(report: Report) -> None:
             log.warning("budget push after an expiry correction of %s failed: %s", user_id, exc)
             report.errors.append(f"{user_id}: {exc}")
     with session_scope() as session:
-        expiry_corrections.store_watermark(session, upto)
+        expiry_cursor.store_late(session, upto)
 
 
 def expire_account(user_id: str, until: datetime) -> dict[str, Decimal]:

@@ -9,8 +9,8 @@ crediting back what the expiry took too much. The user's remaining credit is the
 have been had the row arrived on time. grant_burn (migration 0010) counts every `expiry` entry
 of a grant as what left it.
 
-Which accounts to look at: entries written since the last run (a ledger id watermark in
-expiry_late_cursor) that are dated before one of the account's expiry entries. The scan's cost is the
+Which accounts to look at: entries written since the last run (a ledger id watermark,
+worker/credits/expiry_cursor.py) that are dated before one of the account's expiry entries. The scan's cost is the
 new usage since the last run, never an account's history.
 """
 
@@ -22,22 +22,15 @@ from decimal import Decimal
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from worker.credits import ledger
+from worker.credits import expiry_cursor, ledger
 from worker.models import Account
-
-# Entries this recent may still have company in flight with lower ids (ids are taken at insert,
-# and a transaction commits later): they are looked at again by the next run. A correction
-# found twice is written once, since it is the difference between two sums.
-SETTLE_LAG = "10 minutes"
-
 
 def accounts_with_late_spend(session: Session) -> tuple[list[str], int]:
     """(accounts with usage written after one of their expiries but dated before it, the
     watermark to store once they are corrected)."""
-    after = session.execute(text("SELECT after_entry_id FROM expiry_late_cursor")).scalar() or 0
-    upto = session.execute(text(
-        "SELECT coalesce(max(id), :after) FROM ledger_entries WHERE id > :after "
-        f"AND created_at < now() - interval '{SETTLE_LAG}'"), {"after": after}).scalar()
+    after = expiry_cursor.load(session).late_after
+    # A correction found twice (the watermark lags) is written once: it is a difference of sums.
+    upto = expiry_cursor.committed_upto(session, after)
     # Not `x.id < u.id`: an insert takes its id before it waits for the account lock an expiry
     # holds, so a row the expiry could not see can carry a lower id. A row the expiry did see
     # costs only a grant_burn that finds nothing to give back. Any entry, not only usage: a
@@ -48,11 +41,6 @@ def accounts_with_late_spend(session: Session) -> tuple[list[str], int]:
         "JOIN ledger_entries x ON x.user_id = u.user_id AND x.kind = 'expiry' AND u.occurred_at < x.occurred_at "
         "WHERE u.id > :after AND u.kind <> 'expiry' ORDER BY 1"), {"after": after}).scalars().all()
     return list(users), upto
-
-
-def store_watermark(session: Session, upto: int) -> None:
-    session.execute(text("UPDATE expiry_late_cursor SET after_entry_id = greatest(after_entry_id, :upto), "
-                         "updated_at = now()"), {"upto": upto})
 
 
 def correct_account(session: Session, user_id: str) -> dict[str, Decimal]:
