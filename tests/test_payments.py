@@ -309,7 +309,8 @@ def signing_secret(monkeypatch):
 @pytest.mark.parametrize(
     ("signature", "reason"),
     [
-        (None, "missing signature (EVENT_SIGNING_SECRET is set, so payments, refunds, adjustments and redemptions must be signed)"),
+        (None, "missing signature (EVENT_SIGNING_SECRET is set, so payments, refunds, adjustments and "
+               "redemptions must be signed)"),
         ("0" * 64, "bad signature: the HMAC-SHA256 of the event's canonical JSON does not match"),
         ("other", "bad signature: the HMAC-SHA256 of the event's canonical JSON does not match"),
     ],

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from worker.credits import expiry_cursor, ledger
 from worker.models import Account
 
+
 def accounts_with_late_spend(session: Session) -> tuple[list[str], int]:
     """(accounts with usage written after one of their expiries but dated before it, the
     watermark to store once they are corrected)."""

@@ -38,7 +38,8 @@ def load(session: Session) -> ExpiryCursor:
 def committed_upto(session: Session, after: int) -> int:
     """The newest ledger id a watermark may move to: entries older than LAG."""
     return session.execute(text(
-        f"SELECT coalesce(max(id), :after) FROM ledger_entries WHERE id > :after AND created_at < now() - interval '{LAG}'"
+        "SELECT coalesce(max(id), :after) FROM ledger_entries "
+        f"WHERE id > :after AND created_at < now() - interval '{LAG}'"
     ), {"after": after}).scalar()
 
 
