@@ -91,7 +91,10 @@ def test_the_readme_block_signs_a_user_up_and_reads_the_balance_as_decimal_strin
     def applied() -> dict | None:
         return result(node(webapp, serve, "balance", "web-fetch-ada"))["balance"]
 
-    balance = wait_for(applied, 60, "the signup to reach the balance", interval=0.5)
+    try:
+        balance = wait_for(applied, 120, "the signup to reach the balance", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; worker log: {workers.output()[-3000:]}") from None
     for field in ("credited_usd", "paid_usd", "spent_usd", "remaining_usd", "savings_usd"):
         assert isinstance(balance[field], str), f"{field} is money: a decimal string, not a JSON number"
     assert Decimal(balance["credited_usd"]) == Decimal(TEST_ENV.get("SIGNUP_CREDIT_USD", "2"))
