@@ -1,4 +1,4 @@
-"""The Celery message a non-Python producer pushes by hand, as README.md documents it.
+"""The Celery message a non-Python producer pushes by hand, as docs/events.md documents it.
 
 Messages here are built with json, base64 and uuid only and pushed with a plain Redis LPUSH,
 exactly as a Node.js producer would; a real `celery worker` must apply them.
@@ -28,7 +28,7 @@ FAST_REDELIVERY = {"BROKER_VISIBILITY_TIMEOUT_S": "4", "RETRY_BACKOFF_MAX_S": "1
 
 
 def hand_built(task: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The message README.md documents, field for field (what Celery 5 itself sends, less optional extras)."""
+    """The message docs/events.md documents, field for field (what Celery 5 itself sends, less optional extras)."""
     task_id = str(uuid.uuid4())
     queue = ROUTES[task]
     body = [[], {"event": event}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
@@ -53,7 +53,7 @@ def hand_built(task: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def minimal(task: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Only the fields the worker cannot do without (README.md, "Wire format")."""
+    """Only the fields the worker cannot do without (docs/events.md, "Wire format")."""
     full = hand_built(task, event)
     return {
         "body": full["body"],
@@ -130,13 +130,13 @@ def test_hand_built_payment_is_applied_by_a_real_worker(workers, proxy, redis_cl
 
 
 def test_hand_built_payment_signed_as_node_would(workers, proxy, redis_client):
-    """The README's signing recipe: HMAC-SHA256 hex over keys-sorted, whitespace-free JSON."""
+    """docs/events.md's signing recipe: HMAC-SHA256 hex over keys-sorted, whitespace-free JSON."""
     import hashlib
     import hmac
 
     secret = "node-shared-secret-0123456789abcdef"
 
-    def sort_keys_deep(value: Any) -> Any:  # what the README's sortKeysDeep does
+    def sort_keys_deep(value: Any) -> Any:  # what docs/events.md's sortKeysDeep does
         if isinstance(value, dict):
             return {k: sort_keys_deep(value[k]) for k in sorted(value)}
         if isinstance(value, list):
