@@ -2,7 +2,7 @@
 
     uv run python -m bench.dashboard [--reps 400] [--crowd 999]
 
-Each read is the README's SQL for node-postgres ("Showing a user their key"), sent as written
+Each read is docs/dashboard.md's SQL for node-postgres, sent as written
 ($1 placeholders, psycopg's RawCursor, an unnamed statement each time as node-postgres sends it)
 on one connection: reads/s (one after the other, the three sizes taking turns) and p99. The
 data goes in through plain INSERTs into ledger_entries, so the running totals are made by the

@@ -88,7 +88,7 @@ def _signature(value: str) -> str:
 
 
 Signature = Annotated[str, AfterValidator(_signature), Field(
-    description=f"{SIGNATURE_SHAPE}; see README, Signing.", json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$"})]
+    description=f"{SIGNATURE_SHAPE}; see docs/events.md, Signing.", json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$"})]
 
 
 class Event(BaseModel):

@@ -14,7 +14,8 @@ from worker.preflight.proxy import TESTED_VERSION
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 EXISTING_PROXY = ROOT / "deploy" / "compose.existing-proxy.yml"
-SECRETS = ("LITELLM_MASTER_KEY", "KEY_ENCRYPTION_KEY", "EVENT_SIGNING_SECRET", "POSTGRES_PASSWORD", "FLOWER_PASSWORD")
+SECRETS = ("LITELLM_MASTER_KEY", "KEY_ENCRYPTION_KEY", "EVENT_SIGNING_SECRET", "API_TOKENS", "POSTGRES_PASSWORD",
+           "FLOWER_PASSWORD")
 
 
 def uncommented(path: Path) -> str:

@@ -1,6 +1,6 @@
 """The producer API for the web app and the payment relay: validate, sign, enqueue by task name.
 
-Non-Python producers push the same Celery message themselves; README.md shows its exact JSON.
+Non-Python producers push the same Celery message themselves; docs/events.md shows its exact JSON.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         Without --fix every difference found counts; with --fix, what it could not repair or check."""
         from worker.credits.reconcile import reconcile_alone
 
-        report = reconcile_alone(fix=fix)
+        report = reconcile_alone(fix=fix, full=True)  # the beat reads the changed keys; an operator, every key
         if report is None:
             raise CliError("another reconcile is running; try again when it has finished")
         left = unfixed(report, fix)
@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
             return
         emit({"checked": report.checked, "drifted": len(report.drifted), "fixed": report.fixed,
               "pending keys": len(report.pending), "spend mismatches": len(report.spend_mismatches),
-              "spend repaired": len(report.spend_repaired), "keys not checked": report.key_errors,
+              "spend repaired": len(report.spend_repaired), "spend counters restored": len(report.spend_restored),
+              "keys not checked": report.key_errors,
               "errors": len(report.errors),
               "ledger audit mismatches": len(report.ledger_audit.mismatches) if report.ledger_audit else 0},
              False, title="reconcile" + (" --fix" if fix else ""))
@@ -52,7 +53,7 @@ def unfixed(report: Report, fix: bool) -> int:
     (spend_mismatches already holds only the ones a repair did not settle)."""
     budgets = len(report.drifted) + len(report.pending)
     audit = len(report.ledger_audit.mismatches) if report.ledger_audit else 0
-    left = max(0, budgets - report.fixed) if fix else budgets
+    left = max(0, budgets - report.fixed) if fix else budgets + len(report.spend_restored)
     return left + len(report.spend_mismatches) + audit + len(report.errors)
 
 

@@ -1,4 +1,4 @@
-"""POST /v1/events/{kind}: the web app's events, as README's table gives them, with no signature.
+"""POST /v1/events/{kind}: the web app's events, as docs/events.md gives them, with no signature.
 
 Validated by schemas/events.py (422 naming each field and why), signed with EVENT_SIGNING_SECRET
 and queued by the producer; 202 with the task id once the event is on its Redis list.

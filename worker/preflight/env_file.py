@@ -20,6 +20,8 @@ from cryptography.fernet import Fernet
 GENERATED: dict[str, Callable[[], str]] = {
     "KEY_ENCRYPTION_KEY": lambda: Fernet.generate_key().decode(),
     "EVENT_SIGNING_SECRET": lambda: secrets.token_hex(32),
+    # The web app's bearer token for `serve` (comma-separate more to rotate).
+    "API_TOKENS": lambda: secrets.token_urlsafe(32),
     # Read by docker-compose.yml only; generated so that compose can start from the same .env.
     "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
     "FLOWER_PASSWORD": lambda: secrets.token_urlsafe(24),
