@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from worker.door import events, health, paystack, reads, stripe
+from worker.door.body import invalid
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,9 @@ async def _error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
-    # A query or path parameter (a date, a limit): the field and why, never the value sent.
+    # A query or path parameter (a date, a limit): the field without its "query" or "path".
     assert isinstance(exc, RequestValidationError)
-    fields = [{"field": ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0]), "reason": err["msg"]}
-              for err in exc.errors()]
-    return JSONResponse({"error": "; ".join(f"{f['field']}: {f['reason']}" for f in fields), "fields": fields},
-                        status_code=422)
+    return JSONResponse(invalid(exc.errors(), skip=1), status_code=422)
 
 
 def start_problems(s: Settings) -> tuple[list[str], list[str]]:

@@ -43,6 +43,14 @@ async def signed_body(request: Request, secret_name: str) -> tuple[bytes, str]:
     return await raw_body(request), secret.get_secret_value()
 
 
+def invalid(errors: list[Any], skip: int = 0) -> dict[str, Any]:
+    """A 422's body: each bad field (its location less `skip` leading parts, such as "query") and
+    why, never the value sent (it may be an email or a promo code)."""
+    fields = [{"field": ".".join(str(p) for p in err["loc"][skip:]) or ".".join(map(str, err["loc"])) or "event",
+               "reason": err["msg"]} for err in errors]
+    return {"error": "; ".join(f"{f['field']}: {f['reason']}" for f in fields), "fields": fields}
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from worker import producer
 from worker.door import relay
 from worker.door.auth import bearer
-from worker.door.body import Refused, json_object, raw_body
+from worker.door.body import Refused, invalid, json_object, raw_body
 from worker.door.metrics import EVENTS
 
 router = APIRouter(dependencies=[Depends(bearer)])
@@ -35,16 +35,10 @@ async def post_event(kind: str, request: Request) -> Any:
         task_id = await run_in_threadpool(relay.queue, publish, event)
     except ValidationError as exc:
         EVENTS.labels(kind, "invalid").inc()
-        return JSONResponse(status_code=422, content=invalid(exc))
+        return JSONResponse(status_code=422, content=invalid(exc.errors()))
     except Refused as refused:
         EVENTS.labels(kind, refused.outcome).inc()
         raise
     EVENTS.labels(kind, "queued").inc()
     return {"task_id": task_id}
 
-
-def invalid(exc: ValidationError) -> dict[str, Any]:
-    """Each bad field and why, without the value sent (it may be an email or a promo code)."""
-    fields = [{"field": ".".join(str(p) for p in err["loc"]) or "event", "reason": err["msg"]}
-              for err in exc.errors()]
-    return {"error": "; ".join(f"{f['field']}: {f['reason']}" for f in fields), "fields": fields}
