@@ -178,6 +178,37 @@ def test_readers_together_keep_at_most_spend_api_concurrency_requests_in_flight(
         assert proxy.peak_in_flight[SPEND_LOGS] == allowed
 
 
+def test_a_catch_up_asks_for_small_pages_and_keeps_every_row_it_fetched_when_the_proxy_fails(proxy, monkeypatch):
+    # The proxy encodes a page in one stretch on the loop that serves its users' calls, so at the
+    # default settings no request asks it for more than 5 rows; the pages are written in larger
+    # batches, and a proxy failing mid-window loses none of the rows already fetched.
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = datetime.fromtimestamp((now.timestamp() - 3600) // 300 * 300, UTC)
+    account("alice", ALICE, created=start)
+    for i in range(600):  # one window of 600 rows
+        proxy.add_spend(ALICE, 0.01, start + timedelta(seconds=10 + i * 0.4))
+    sizes, fetched = set(), set()
+    real_fetch = spend_fetch.fetch
+
+    def recording(window, number, size, api_key=None):
+        page = real_fetch(window, number, size, api_key)
+        sizes.add(size)
+        if size > 1:  # not a count
+            fetched.update(item["request_id"] for item in page.data)
+        return page
+
+    monkeypatch.setattr(spend_fetch, "fetch", recording)
+    proxy.fail_after = 60  # part of the way into the window of 600 rows
+    with pytest.raises(TransientProxyError):
+        sync(now=now)
+    assert sizes <= {1, get_settings().spend_page_size} and get_settings().spend_page_size == 5
+    assert 0 < len(fetched) < 600 and stored() == len(fetched)
+
+    proxy.mode = "ok"
+    sync(now=now)
+    assert stored() == 600 and usage() == (600, Decimal("6.00"))
+
+
 def test_retention_deletes_only_rows_older_than_the_kept_days_and_never_counts_a_row_twice(proxy, monkeypatch):
     monkeypatch.setenv("SPEND_LOGS_KEEP_DAYS", "3")
     get_settings.cache_clear()
@@ -185,20 +216,24 @@ def test_retention_deletes_only_rows_older_than_the_kept_days_and_never_counts_a
     account("alice", ALICE, created=now - timedelta(days=5))
     ages = [timedelta(days=4, hours=1), timedelta(days=3, hours=1), timedelta(days=2, hours=23), timedelta(hours=23),
             timedelta(hours=1)]
-    rows = [proxy.add_spend(ALICE, 0.1, now - age) for age in ages] + [proxy.add_spend(STRANGER, 0.1, now - ages[0])]
+    rows = [proxy.add_spend(ALICE, 0.1, now - age) for age in ages]
+    strangers = [proxy.add_spend(STRANGER, 0.1, now - age) for age in (ages[0], ages[2], timedelta(hours=23))]
     sync(now=now)  # five days of windows read, every row stored
-    assert stored() == 6 and usage() == (5, Decimal("0.5"))
+    assert stored() == 8 and usage() == (5, Decimal("0.5"))
     daily = _daily()
 
-    assert retention.delete_old(batch=1) == 3  # the two older than 3 days (and the stranger's), a row a batch
+    # Ours older than 3 days (two, and the stranger's among them), then the stranger's older than
+    # the day of verification and its hour of margin; a row a batch.
+    assert retention.delete_old(batch=1) == 4
     with session_scope() as session:
         kept = set(session.execute(text("SELECT request_id FROM spend_logs")).scalars())
-    assert kept == {r["request_id"] for r in rows[2:5]}  # every row inside the horizon and its margin
+    # every row of ours inside the horizon and its margin, a stranger's only while it can be verified
+    assert kept == {r["request_id"] for r in rows[2:5]} | {strangers[2]["request_id"]}
     assert usage() == (5, Decimal("0.5")) and _daily() == daily  # the ledger and daily usage keep every day
     assert retention.delete_old() == 0
 
     sync(now=now, start=now - timedelta(days=5), end=now - timedelta(minutes=5))  # the old rows read again
-    assert stored() == 3 and usage() == (5, Decimal("0.5")) and _daily() == daily
+    assert stored() == 4 and usage() == (5, Decimal("0.5")) and _daily() == daily
 
 
 def _daily() -> list[tuple]:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from worker.delivery import dead_letters
 from worker.delivery.dead_letters import pg_text
-from worker.spend.retention import keep
+from worker.spend.retention import keep, keep_foreign
 from worker.spend.rows import Rejected, Row, payload
 from worker.spend.windows import Window
 
@@ -59,7 +59,9 @@ _STORE_AND_DEBIT = text(
     """
     WITH page AS (
         SELECT p.*, a.user_id,
-               coalesce(p.start_time < (SELECT position FROM spend_sync_cursor) - CAST(:keep AS interval), false) AS old
+               coalesce(p.start_time < (SELECT position FROM spend_sync_cursor)
+                        - CASE WHEN a.user_id IS NULL THEN CAST(:keep_foreign AS interval)
+                               ELSE CAST(:keep AS interval) END, false) AS old
         FROM spend_page p LEFT JOIN accounts a ON a.key_hash = p.api_key
     ), new AS (
         INSERT INTO spend_logs (request_id, api_key, user_id, model, spend, prompt_tokens, completion_tokens,
@@ -140,7 +142,7 @@ def write_page(session: Session, rows: list[Row | Rejected], fallback_time: date
         with cursor.copy(_COPY) as copy:
             for row in good.values():
                 copy.write_row(row.as_copy())
-    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT, {"keep": keep()}).one()
+    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT, {"keep": keep(), "keep_foreign": keep_foreign()}).one()
     session.execute(text("DELETE FROM spend_page"))
     counts.skipped = counts.inserted - counts.debited
     return counts

@@ -3,8 +3,9 @@
 A stored row is what dedupes a re-read of its window, and verification compares windows' counts
 with the rows stored, so rows are kept while their window can still be read or verified:
 SPEND_VERIFY_S, plus a margin, SPEND_LOGS_KEEP_DAYS in all (never less than SPEND_VERIFY_S plus
-a day), counted back from the spend cursor. Older rows are deleted in bounded batches by
-`spend.retention` (beat, every 10 minutes, under its own lock). The ledger keeps every usage entry and
+a day), counted back from the spend cursor. A row of a key that is not ours is only ever counted,
+so it goes once its window is past verification: SPEND_VERIFY_S plus FOREIGN_MARGIN. Older rows
+are deleted in bounded batches by `spend.retention` (beat, every 10 minutes, under its own lock). The ledger keeps every usage entry and
 spend_daily (daily_usage) every day: neither is read from spend_logs. A row older than the cutoff
 that is read again anyway (a backfill by hand, a key's repair) is not stored again: its ledger
 entry, keyed by request_id, still makes its debit happen once (worker.spend.ingest).
@@ -28,11 +29,18 @@ BATCH = 5000  # rows a transaction: locks and WAL stay small, the proxy's reader
 # minutes): a worker slot is never held for long, and a busy proxy's hour of rows (10.8M at 3,000
 # requests/s) is still deleted within the hour.
 BUDGET_S = 120
+# Verification reaches windows ending after now - SPEND_VERIFY_S, and the cursor is never ahead of
+# now: an hour more keeps every counted row a window's verification can still compare.
+FOREIGN_MARGIN = timedelta(hours=1)
 
 
 def keep() -> timedelta:
     s = get_settings()
     return max(timedelta(days=s.spend_logs_keep_days), timedelta(seconds=s.spend_verify_s) + timedelta(days=1))
+
+
+def keep_foreign() -> timedelta:
+    return timedelta(seconds=get_settings().spend_verify_s) + FOREIGN_MARGIN
 
 
 def kept_from(session: Session) -> datetime | None:
@@ -55,16 +63,26 @@ def delete_old(batch: int = BATCH) -> int | None:
         if cutoff is None:
             return 0
         ends = time.monotonic() + BUDGET_S
-        while time.monotonic() < ends:
-            with session_scope() as session:
-                n = session.execute(
-                    text("DELETE FROM spend_logs WHERE ctid = ANY(ARRAY("
-                         "SELECT ctid FROM spend_logs WHERE start_time < :t LIMIT :n))"),
-                    {"t": cutoff, "n": batch},
-                ).rowcount
-            deleted += n
-            if n < batch:
-                break
+        foreign_cutoff = cutoff + keep() - keep_foreign()  # the cursor less keep_foreign()
+        # Every row before the cutoff, then the rows of keys not ours (user_id NULL, found on the
+        # (user_id, start_time) index) before theirs.
+        for rows, before in (("TRUE", cutoff), ("user_id IS NULL", foreign_cutoff)):
+            deleted += _delete(rows, before, batch, ends)
     if deleted:
-        log.info("spend retention: %d spend_logs rows from before %s deleted", deleted, cutoff.isoformat())
+        log.info("spend retention: %d spend_logs rows deleted, ours from before %s", deleted, cutoff.isoformat())
+    return deleted
+
+
+def _delete(rows: str, before: datetime, batch: int, ends: float) -> int:
+    deleted = 0
+    while time.monotonic() < ends:
+        with session_scope() as session:
+            n = session.execute(
+                text("DELETE FROM spend_logs WHERE ctid = ANY(ARRAY("
+                     f"SELECT ctid FROM spend_logs WHERE {rows} AND start_time < :t LIMIT :n))"),
+                {"t": before, "n": batch},
+            ).rowcount
+        deleted += n
+        if n < batch:
+            break
     return deleted
