@@ -3,11 +3,12 @@
 `/spend/logs/v2` is preferred; a proxy without it (404) is read through `/spend/logs/ui`, the
 same handler on older versions. The choice is remembered for the life of the process.
 
-While the page in hand is written, the next one is fetched on a background thread, so the proxy
-(the slow part: see docs/architecture.md, "The proxy") works meanwhile; at most one page is ahead,
-so memory stays at two pages. Every request takes a slot first (worker.spend.pace), so all
-readers together keep the proxy only so busy. Paging stops at a short page or at the proxy's own total_pages,
-and a proxy that keeps serving full pages past its count cap is an error, not an endless run.
+While the page in hand is handed on (and a batch of them written: worker.spend.read), the next
+one is fetched on a background thread, so the proxy (the slow part: see docs/architecture.md,
+"The proxy") works meanwhile; at most one page is ahead. Every request takes a slot first
+(worker.spend.pace), so all readers together keep the proxy only so busy. Paging stops at a short
+page or at the proxy's own total_pages, and a proxy that keeps serving full pages past its count
+cap is an error, not an endless run.
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ def write_page(session: Session, rows: list[Row | Rejected], fallback_time: date
         with cursor.copy(_COPY) as copy:
             for row in good.values():
                 copy.write_row(row.as_copy())
-    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT, {"keep": keep(), "keep_foreign": keep_foreign()}).one()
+    cutoffs = {"keep": keep(), "keep_foreign": keep_foreign()}
+    counts.inserted, counts.debited, _ = session.execute(_STORE_AND_DEBIT, cutoffs).one()
     session.execute(text("DELETE FROM spend_page"))
     counts.skipped = counts.inserted - counts.debited
     return counts

@@ -1,15 +1,15 @@
 """How hard all spend readers together may press on the proxy's API.
 
-The proxy answers its admin API on the same event loop that serves users' calls: a request costs
-it about 9 ms of CPU, and each row of a page about 0.7 ms more, mostly spent encoding the page's
-JSON in one go (bench/results/proxy_load.md). Unpaced, a catch-up had several pages in flight at
-all times and users' p99 went from 65 ms to 1.7 s. Pages are therefore small (SPEND_PAGE_SIZE), so
-no single stretch holds the loop long, and every spend-log request, from every process (readers,
-their prefetch, verification, a key's repair), first takes one of SPEND_API_CONCURRENCY slots,
-shared through PostgreSQL advisory locks, and keeps it after the answer for REST times as long as
-the request took: each slot keeps the proxy busy at most 1 / (1 + REST) of the time, and a proxy
-that slows down under its users' load slows the readers down with it. A reader that finds every slot busy waits, and after WAIT_MOST
-gives up with a transient error (its task retries later).
+The proxy answers its admin API on the same event loop that serves users' calls: a request costs it
+about 9 ms of CPU, and each row of a page about 0.7 ms more, mostly spent encoding the page's JSON
+in one go (bench/results/proxy_pages.md). Unpaced, a catch-up had several pages in flight at all
+times and users' p99 went from 65 ms to 1.7 s. Pages are therefore small (SPEND_PAGE_SIZE), so no
+single stretch holds the loop long, and every spend-log request, from every process (readers, their
+prefetch, verification, a key's repair), first takes one of SPEND_API_CONCURRENCY slots, shared
+through PostgreSQL advisory locks, and keeps it after the answer for REST times as long as the
+request took: each slot keeps the proxy busy at most 1 / (1 + REST) of the time, and a proxy that
+slows down under its users' load slows the readers down with it. A reader that finds every slot busy
+waits, and after WAIT_MOST gives up with a transient error (its task retries later).
 """
 
 from __future__ import annotations

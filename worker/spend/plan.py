@@ -6,7 +6,7 @@ source's count against what is stored, a range of windows at a time (worker.spen
 read again only where they differ. Recent windows are verified every run, older ones less often,
 and none beyond SPEND_VERIFY_S. A reader holds a
 window by a lease in its row, so two readers (parallel tasks, the CLI) never read one window at
-once. Each page stored renews the lease; a dead reader's lease runs out, and a retry of the same
+once. Each batch stored renews the lease; a dead reader's lease runs out, and a retry of the same
 message (same reader name) takes its window back at once.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from worker.settings import get_settings
 from worker.spend.windows import Window, whole_second
 
-LEASE = timedelta(minutes=2)  # renewed by every page stored; a dead reader's window waits this long
+LEASE = timedelta(minutes=2)  # renewed by every batch stored; a dead reader's window waits this long
 SENT_LEASE = timedelta(minutes=10)  # a window sent to the readers is not sent again before this
 NEWEST_VERIFIED_BY = timedelta(minutes=8)  # every window in the horizon is verified at least this often
 MOST_NEW_WINDOWS = 10_000  # per planning run: a backfill over years is planned a slice at a time

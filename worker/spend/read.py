@@ -1,11 +1,12 @@
 """Bring one window up to date: read what is new in it, then make its stored rows match the source.
 
-Pages are gathered into batches of about WRITE_ROWS rows, each written and committed before the
-next is gathered (memory: a batch and a page). A window at the source's count cap is read, and
-verified, as two halves sharing their middle second. A verification asks the source for the window's count and compares it with the rows stored (and set
-aside); only where they differ is the range read again. The proxy orders by startTime alone and
-pages by offset, so rows sharing a startTime can swap places between two page queries and slip
-past a page boundary: the same check catches that, right after the read.
+Pages are gathered into batches of about WRITE_ROWS rows, each written and committed before the next
+is gathered (memory: a batch and a page). A window at the source's count cap is read, and verified,
+as two halves sharing their middle second. A verification asks the source for the window's count and
+compares it with the rows stored (and set aside); only where they differ is the range read again.
+The proxy orders by startTime alone and pages by offset, so rows sharing a startTime can swap places
+between two page queries and slip past a page boundary: the same check catches that, right after the
+read.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from worker.spend.windows import TooLarge, Window, whole_second
 
 log = logging.getLogger(__name__)
 # The proxy is read in small pages (SPEND_PAGE_SIZE) and written in batches of about this many
-# rows, one transaction each: a commit per 5-row page would cost more than the rows. A slow
-# proxy still sees a write, and the window's lease renewed, at least every WRITE_EVERY_S.
+# rows, one transaction each: a commit per 5-row page would cost more than the rows. On a slow
+# proxy the first page after WRITE_EVERY_S also writes the batch and renews the window's lease
+# (2 minutes), whose longest gap is then that plus one paced request (at most a minute's wait).
 WRITE_ROWS = 500
 WRITE_EVERY_S = 10.0
 # Checks of one window before it is left short of the source's count until its next
@@ -61,18 +63,25 @@ def read_range(source: Source, window: Window, counts: Counts, owner: datetime |
                 rows, batch = batch, []
                 _write(rows, pages, window, counts, owner)
                 pages, began = 0, time.monotonic()
-    except TooLarge:
+    except TooLarge:  # raised before any row: nothing gathered
         halves = window.halves()
         if halves is None:
             raise
         log.info("spend window %s is at the source's count cap: reading it in halves", window)
         for half in halves:
             read_range(source, half, counts, owner)
-    finally:
-        if batch:  # the rest of the range, or what was fetched before the source failed
-            _write(batch, pages, window, counts, owner)
-        else:
-            counts.pages += pages
+        return
+    except Exception:
+        if batch:  # keep what was fetched before the source failed; its error is the one raised
+            try:
+                _write(batch, pages, window, counts, owner)
+            except Exception:  # noqa: BLE001 - the rows are read again on the retry
+                log.exception("spend window %s: could not keep the rows fetched before the failure", window)
+        raise
+    if batch:
+        _write(batch, pages, window, counts, owner)
+    else:
+        counts.pages += pages
 
 
 def _write(rows: list[Row | Rejected], pages: int, window: Window, counts: Counts, owner: datetime | None) -> None:

@@ -1,14 +1,14 @@
 """spend_logs kept for a bounded time: storage stays flat however long the worker runs.
 
-A stored row is what dedupes a re-read of its window, and verification compares windows' counts
-with the rows stored, so rows are kept while their window can still be read or verified:
-SPEND_VERIFY_S, plus a margin, SPEND_LOGS_KEEP_DAYS in all (never less than SPEND_VERIFY_S plus
-a day), counted back from the spend cursor. A row of a key that is not ours is only ever counted,
-so it goes once its window is past verification: SPEND_VERIFY_S plus FOREIGN_MARGIN. Older rows
-are deleted in bounded batches by `spend.retention` (beat, every 10 minutes, under its own lock). The ledger keeps every usage entry and
-spend_daily (daily_usage) every day: neither is read from spend_logs. A row older than the cutoff
-that is read again anyway (a backfill by hand, a key's repair) is not stored again: its ledger
-entry, keyed by request_id, still makes its debit happen once (worker.spend.ingest).
+A stored row is what dedupes a re-read of its window, and verification compares windows' counts with
+the rows stored, so rows are kept while their window can still be read or verified: SPEND_VERIFY_S,
+plus a margin, SPEND_LOGS_KEEP_DAYS in all (never less than SPEND_VERIFY_S plus a day), counted back
+from the spend cursor. A row of a key that is not ours is only ever counted, so it goes once its
+window is past verification: SPEND_VERIFY_S, a window and FOREIGN_MARGIN. Older rows are deleted in bounded
+batches by `spend.retention` (beat, every 10 minutes, under its own lock). The ledger keeps every
+usage entry and spend_daily (daily_usage) every day: neither is read from spend_logs. A row older
+than the cutoff that is read again anyway (a backfill by hand, a key's repair) is not stored again:
+its ledger entry, keyed by request_id, still makes its debit happen once (worker.spend.ingest).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ BATCH = 5000  # rows a transaction: locks and WAL stay small, the proxy's reader
 # minutes): a worker slot is never held for long, and a busy proxy's hour of rows (10.8M at 3,000
 # requests/s) is still deleted within the hour.
 BUDGET_S = 120
-# Verification reaches windows ending after now - SPEND_VERIFY_S, and the cursor is never ahead of
-# now: an hour more keeps every counted row a window's verification can still compare.
+# Verification reaches windows ending after now - SPEND_VERIFY_S, which start up to a window's
+# length before that, and the cursor is never ahead of now: a window and an hour more keep every
+# counted row that a verification can still compare.
 FOREIGN_MARGIN = timedelta(hours=1)
 
 
@@ -40,7 +41,8 @@ def keep() -> timedelta:
 
 
 def keep_foreign() -> timedelta:
-    return timedelta(seconds=get_settings().spend_verify_s) + FOREIGN_MARGIN
+    s = get_settings()
+    return timedelta(seconds=s.spend_verify_s + s.spend_window_s) + FOREIGN_MARGIN
 
 
 def kept_from(session: Session) -> datetime | None:
