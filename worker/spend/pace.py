@@ -1,8 +1,8 @@
 """How hard all spend readers together may press on the proxy's API.
 
-The proxy answers its admin API on the same event loop that serves users' calls: a request costs it
-about 9 ms of CPU, and each row of a page about 0.7 ms more, mostly spent encoding the page's JSON
-in one go (bench/results/proxy_pages.md). Unpaced, a catch-up had several pages in flight at all
+The proxy answers its admin API on the same event loop that serves users' calls: a page of 5 rows
+costs its processes 12-18 ms of CPU, one of 25 about 40 ms, much of it spent encoding the page's
+JSON in one go (bench/results/proxy_pages.md). Unpaced, a catch-up had several pages in flight at all
 times and users' p99 went from 65 ms to 1.7 s. Pages are therefore small (SPEND_PAGE_SIZE), so no
 single stretch holds the loop long, and every spend-log request, from every process (readers, their
 prefetch, verification, a key's repair), first takes one of SPEND_API_CONCURRENCY slots, shared
