@@ -48,15 +48,20 @@ def populate(base_url: str, master_key: str, n: int, proxy_db: str | None) -> di
             {"user_id": u, "key_alias": keys.alias_for(u), "key_hash": keys.key_hash(plain[u]),
              "key_encrypted": keys.encrypt(plain[u]), "key_status": "active",
              "budget_pushed_usd": Decimal(12), "budget_pushed_at": now} for u in users])
-        session.execute(insert(LedgerEntry), [
+        grants = [
             {"user_id": u, "kind": "grant", "idempotency_key": f"signup:{u}", "grant_key": f"signup:{u}",
              "credit_usd": Decimal(2), "paid_usd": Decimal(0), "spent_usd": Decimal(0), "occurred_at": now}
-            for u in users] + [
+            for u in users]
+        payments = [
             {"user_id": u, "kind": "payment", "idempotency_key": f"payment:bench:{u}",
              "grant_key": f"payment:bench:{u}", "credit_usd": Decimal(10), "paid_usd": Decimal(5),
              "spent_usd": Decimal(0), "occurred_at": now,
              "details": {"provider": "bench", "reference": u, "currency": "USD", "amount_minor": 500}}
-            for u in users])
+            for u in users]
+        # Multi-row statements: an executemany would fire the running totals' statement trigger once a row.
+        for entries in (grants, payments):
+            for start in range(0, len(entries), 5000):
+                session.execute(insert(LedgerEntry.__table__).values(entries[start:start + 5000]))
     return {u: keys.key_hash(plain[u]) for u in users}
 
 

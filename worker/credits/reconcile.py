@@ -86,7 +86,7 @@ def reconcile(fix: bool = False, page_size: int = proxy.KEY_LIST_MAX, full: bool
         budget_check.push(pushes, report)
     if not report.stopped:
         with session_scope() as session:
-            key_changes.save(session, before or newest, started if report.full else None)
+            key_changes.save(session, before or newest, started if report.full else None, started)
     return report
 
 
