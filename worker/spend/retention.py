@@ -45,12 +45,12 @@ def keep_foreign() -> timedelta:
     return timedelta(seconds=s.spend_verify_s + s.spend_window_s) + FOREIGN_MARGIN
 
 
-def kept_from(session: Session) -> datetime | None:
-    """Rows whose startTime is before this are not kept: KEEP before the spend cursor (not the
-    clock, so that what the job deleted is exactly what a later read will not store again, the
-    cursor only moving forward); None before the first sync run."""
+def kept_from(session: Session, kept: timedelta | None = None) -> datetime | None:
+    """Rows whose startTime is before this are not kept: `kept` (default keep()) before the spend
+    cursor (not the clock, so that what the job deleted is exactly what a later read will not store
+    again, the cursor only moving forward); None before the first sync run."""
     position = session.execute(text("SELECT position FROM spend_sync_cursor")).scalar()
-    return position - keep() if position is not None else None
+    return position - (kept or keep()) if position is not None else None
 
 
 def delete_old(batch: int = BATCH) -> int | None:
@@ -61,11 +61,10 @@ def delete_old(batch: int = BATCH) -> int | None:
             log.info("spend retention skipped: another run holds its lock")
             return None
         with session_scope() as session:
-            cutoff = kept_from(session)
+            cutoff, foreign_cutoff = kept_from(session), kept_from(session, keep_foreign())
         if cutoff is None:
             return 0
         ends = time.monotonic() + BUDGET_S
-        foreign_cutoff = cutoff + keep() - keep_foreign()  # the cursor less keep_foreign()
         # Every row before the cutoff, then the rows of keys not ours (user_id NULL, found on the
         # (user_id, start_time) index) before theirs.
         for rows, before in (("TRUE", cutoff), ("user_id IS NULL", foreign_cutoff)):
